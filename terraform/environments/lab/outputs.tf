@@ -1,0 +1,4 @@
+output "mailha" {
+  description = "The mailha output contract (docs/design.md); scripts turn it into inventories/lab/hosts.yml."
+  value       = module.contract.contract
+}

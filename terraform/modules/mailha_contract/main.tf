@@ -1,0 +1,23 @@
+# The output contract every environment emits, checked in one place so that
+# the inventory generator can trust its shape whatever built the hosts.
+locals {
+  mail_hosts = { for k, h in var.hosts : k => h if contains(h.groups, "mail") }
+  master     = one([for k, h in local.mail_hosts : k if h.vrrp_state == "MASTER"])
+
+  contract = {
+    environment   = var.environment
+    connection    = var.connection
+    network       = var.network
+    floating_ip   = var.floating_ip
+    dns           = var.dns
+    load_balancer = var.load_balancer
+    hosts         = var.hosts
+  }
+}
+
+check "floating_ip_is_not_a_host_address" {
+  assert {
+    condition     = !contains([for h in var.hosts : h.address], var.floating_ip)
+    error_message = "The floating IP ${var.floating_ip} is also a host's address."
+  }
+}
