@@ -1,0 +1,75 @@
+"""The `mailha` command line.
+
+One click group; each command is thin and calls a plain function that tests
+can call directly. Every expected failure is a MailhaError: one line, a
+non-zero exit code, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from mailha import __version__
+from mailha import inventory as inventory_mod
+from mailha import terraform
+from mailha.errors import BadInput
+
+CONTRACT_OUTPUT = "mailha"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mailha")
+def main() -> None:
+    """Keep an email-marketing sending pair up: status, failover, failback, drills.
+
+    Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing changed).
+    """
+
+
+@main.command("inventory")
+@click.option(
+    "--terraform-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Terraform environment whose 'mailha' output to read.",
+)
+@click.option(
+    "--from-json",
+    "contract_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the output contract from a JSON file instead (as 'terraform output -json mailha' prints it).",
+)
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Inventory file to write, e.g. inventories/lab/hosts.yml.",
+)
+def inventory_command(terraform_dir: Path | None, contract_file: Path | None, output_path: Path) -> None:
+    """Write an Ansible inventory from an environment's output contract."""
+    if (terraform_dir is None) == (contract_file is None):
+        raise BadInput("give exactly one of --terraform-dir or --from-json")
+    if contract_file is not None:
+        contract = read_contract_file(contract_file)
+    else:
+        contract = terraform.output(terraform_dir, CONTRACT_OUTPUT)
+    changed = inventory_mod.write(inventory_mod.build(contract), output_path)
+    click.echo(f"inventory {output_path}: {'written' if changed else 'unchanged'}")
+
+
+def read_contract_file(path: Path) -> object:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,27 @@
+"""The one exception type for every expected failure.
+
+The CLI shows it as a single line ("Error: ...") and exits with its code, so an
+operator never sees a traceback for a problem they can fix.
+"""
+
+import click
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class MailhaError(click.ClickException):
+    """An expected failure: says what is wrong and what to do."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class BadInput(MailhaError):
+    """Input (inventory, contract, option) is malformed; nothing was changed."""
+
+    exit_code = EXIT_BAD_INPUT

@@ -1,0 +1,196 @@
+"""Inventory generation from the output contract, including malformed input."""
+
+import copy
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mailha import inventory
+from mailha.cli import main
+from mailha.errors import BadInput
+
+CONTRACT = {
+    "environment": "lab",
+    "connection": "podman",
+    "network": {"cidr": "10.213.0.0/24", "gateway": "10.213.0.1"},
+    "floating_ip": "10.213.0.100",
+    "dns": {
+        "zone": "mailha.test",
+        "nameserver": "10.213.0.10",
+        "sending_host": "mta.mailha.test",
+        "submission_host": "smtp.mailha.test",
+    },
+    "load_balancer": {"host": "lb", "address": "10.213.0.20", "ports": [25, 587]},
+    "hosts": {
+        "mx1": {
+            "address": "10.213.0.11",
+            "fqdn": "mx1.mailha.test",
+            "target": "mailha-mx1",
+            "groups": ["mail"],
+            "vrrp_priority": 150,
+            "vrrp_state": "MASTER",
+        },
+        "mx2": {
+            "address": "10.213.0.12",
+            "fqdn": "mx2.mailha.test",
+            "target": "mailha-mx2",
+            "groups": ["mail"],
+            "vrrp_priority": 100,
+            "vrrp_state": "BACKUP",
+        },
+        "lb": {
+            "address": "10.213.0.20",
+            "fqdn": "lb.mailha.test",
+            "target": "mailha-lb",
+            "groups": ["loadbalancer"],
+            "vrrp_priority": None,
+            "vrrp_state": None,
+        },
+        "ns": {
+            "address": "10.213.0.10",
+            "fqdn": "ns.mailha.test",
+            "target": "mailha-ns",
+            "groups": ["dns"],
+            "vrrp_priority": None,
+            "vrrp_state": None,
+        },
+    },
+}
+
+
+def contract(**changes):
+    data = copy.deepcopy(CONTRACT)
+    for dotted, value in changes.items():
+        node = data
+        *path, last = dotted.split("__")
+        for key in path:
+            node = node[key]
+        if value is KeyError:
+            del node[last]
+        else:
+            node[last] = value
+    return data
+
+
+def test_builds_groups_and_host_vars():
+    inv = inventory.build(CONTRACT)
+    children = inv["all"]["children"]
+    assert set(children) == {"mail", "loadbalancer", "dns"}
+    assert set(children["mail"]["hosts"]) == {"mx1", "mx2"}
+    mx1 = children["mail"]["hosts"]["mx1"]
+    assert mx1["ansible_host"] == "mailha-mx1"
+    assert mx1["mailha_vrrp_state"] == "MASTER"
+    assert mx1["mailha_vrrp_priority"] == 150
+    assert "mailha_vrrp_state" not in children["loadbalancer"]["hosts"]["lb"]
+
+
+def test_global_vars_come_from_the_contract():
+    all_vars = inventory.build(CONTRACT)["all"]["vars"]
+    assert all_vars["ansible_connection"] == "containers.podman.podman"
+    assert all_vars["mailha_floating_ip"] == "10.213.0.100"
+    assert all_vars["mailha_controller_address"] == "10.213.0.1"
+    assert all_vars["mailha_load_balancer_ports"] == [25, 587]
+
+
+def test_ssh_connection_for_cloud_environments():
+    inv = inventory.build(contract(connection="ssh"))
+    assert inv["all"]["vars"]["ansible_connection"] == "ansible.builtin.ssh"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"floating_ip": KeyError}, "floating_ip is missing"),
+        ({"floating_ip": "10.213.0.300"}, "floating_ip is not an IP address"),
+        ({"connection": "telnet"}, "connection must be one of podman, ssh"),
+        ({"hosts__mx2__vrrp_state": "MASTER"}, "exactly one mail host in state MASTER, found 2"),
+        ({"hosts__mx2__groups": ["dns"]}, "exactly two mail hosts, found 1"),
+        ({"hosts__mx1__vrrp_priority": 300}, "hosts.mx1.vrrp_priority must be between 1 and 254"),
+        ({"hosts__mx1__vrrp_priority": "high"}, "hosts.mx1.vrrp_priority must be of type int"),
+        ({"hosts__mx2__address": "10.213.0.11"}, "10.213.0.11 is also the address of mx1"),
+        ({"hosts__lb__address": "10.213.0.100"}, "is the floating IP"),
+        ({"hosts__ns__target": KeyError}, "hosts.ns.target is missing"),
+        ({"network__cidr": "10.213.0.0/33"}, "network.cidr is not a network"),
+        ({"load_balancer__host": "haproxy"}, "'haproxy', which is not in hosts"),
+        ({"load_balancer__ports": []}, "load_balancer.ports must be a non-empty list"),
+        ({"hosts": {}}, "hosts is empty"),
+        ({"hosts__mx1": "mailha-mx1"}, "hosts.mx1. must be an object"),
+    ],
+)
+def test_malformed_contracts_name_the_field(changes, message):
+    with pytest.raises(BadInput) as caught:
+        inventory.build(contract(**changes))
+    assert message in caught.value.message
+    assert caught.value.exit_code == 2
+
+
+def test_contract_that_is_not_an_object():
+    with pytest.raises(BadInput, match="must be an object, not list"):
+        inventory.build([])
+
+
+def test_write_is_idempotent(tmp_path):
+    path = tmp_path / "inventories" / "lab" / "hosts.yml"
+    inv = inventory.build(CONTRACT)
+    assert inventory.write(inv, path) is True
+    first = path.read_text()
+    assert inventory.write(inv, path) is False
+    assert path.read_text() == first
+    assert inventory.load(path) == inv
+
+
+def test_load_reports_missing_and_malformed_files(tmp_path):
+    with pytest.raises(BadInput, match="does not exist; run 'make provision'"):
+        inventory.load(tmp_path / "absent.yml")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("all: [unclosed\n")
+    with pytest.raises(BadInput, match="not valid YAML at line"):
+        inventory.load(broken)
+
+
+def test_cli_writes_inventory_from_json(tmp_path):
+    source = tmp_path / "contract.json"
+    source.write_text(json.dumps(CONTRACT))
+    target = tmp_path / "hosts.yml"
+    runner = CliRunner()
+    result = runner.invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "written" in result.output
+    assert yaml.safe_load(target.read_text())["all"]["vars"]["mailha_floating_ip"] == "10.213.0.100"
+    again = runner.invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)])
+    assert again.exit_code == 0 and "unchanged" in again.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not JSON (line 1"),
+        (json.dumps(contract(hosts__mx1__vrrp_state="LEADER")), "must be MASTER or BACKUP, not 'LEADER'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_without_traceback(tmp_path, content, message):
+    source = tmp_path / "contract.json"
+    source.write_text(content)
+    target = tmp_path / "hosts.yml"
+    result = CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not target.exists()
+
+
+def test_cli_needs_exactly_one_source(tmp_path):
+    result = CliRunner().invoke(main, ["inventory", "--output", str(tmp_path / "h.yml")])
+    assert result.exit_code == 2
+    assert "exactly one of --terraform-dir or --from-json" in result.output
+
+
+def test_cli_terraform_dir_without_state(tmp_path):
+    result = CliRunner().invoke(
+        main, ["inventory", "--terraform-dir", str(tmp_path), "--output", str(tmp_path / "h.yml")]
+    )
+    assert result.exit_code == 2
+    assert "has no Terraform state; run 'make provision'" in result.output
