@@ -12,9 +12,8 @@ from pathlib import Path
 
 import click
 
-from mailha import __version__
+from mailha import __version__, terraform
 from mailha import inventory as inventory_mod
-from mailha import terraform
 from mailha.errors import BadInput
 
 CONTRACT_OUTPUT = "mailha"

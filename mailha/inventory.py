@@ -38,7 +38,7 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], wher
     if key not in data or data[key] is None:
         raise _fail(f"{where}{key}", "is missing")
     value = data[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise _fail(f"{where}{key}", f"must be of type {names}, not {type(value).__name__}")
     return value
@@ -179,7 +179,9 @@ def load(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
-        raise BadInput(f"inventory {path} is not valid YAML{at}; regenerate it with 'mailha inventory'") from None
+        raise BadInput(
+            f"inventory {path} is not valid YAML{at}; regenerate it with 'mailha inventory'"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("all"), dict):
         raise BadInput(f"inventory {path} has no 'all' group; regenerate it with 'mailha inventory'")
     return data
