@@ -1,0 +1,89 @@
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+ENV ?= lab
+VENV ?= $(CURDIR)/.venv
+TF_DIR := terraform/environments/$(ENV)
+INVENTORY := inventories/$(ENV)/hosts.yml
+ROLES ?= $(notdir $(wildcard roles/*))
+PYTEST_ARGS ?=
+
+export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
+export TF_CLI_CONFIG_FILE := $(CURDIR)/terraform/cli.tfrc
+export CHECKPOINT_DISABLE := 1
+export TF_IN_AUTOMATION := 1
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR ?= 0
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install host packages and the pinned virtual environment
+	@scripts/bootstrap-host.sh $(VENV)
+
+.PHONY: image
+image: deps ## Build the lab image (reused while its package list is unchanged)
+	@scripts/build-image.sh >/dev/null
+
+.PHONY: provision
+provision: image ## Build the lab (Terraform), write the inventory, configure it (site.yml)
+	@image=$$(scripts/build-image.sh); \
+	terraform -chdir=$(TF_DIR) init -input=false >/dev/null; \
+	terraform -chdir=$(TF_DIR) apply -input=false -auto-approve -var image=$$image
+	@mailha inventory --terraform-dir $(TF_DIR) --output $(INVENTORY)
+	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
+	@scripts/lab-summary.sh $(INVENTORY)
+
+.PHONY: converge
+converge: ## Run playbooks/site.yml against the existing inventory
+	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
+
+.PHONY: destroy
+destroy: ## Remove everything the lab made (containers, network, Terraform state)
+	@if [[ -d $(TF_DIR)/.terraform ]]; then \
+	  image=$$(scripts/build-image.sh --print-ref); \
+	  terraform -chdir=$(TF_DIR) destroy -input=false -auto-approve -var image=$$image; \
+	fi
+	@rm -f $(INVENTORY)
+
+.PHONY: lint
+lint: deps ## ruff, yamllint, ansible-lint (production profile), terraform fmt
+	ruff check mailha tests roles
+	ruff format --check mailha tests
+	yamllint -s .
+	ansible-lint --profile production --offline -q
+	terraform fmt -check -recursive terraform
+
+.PHONY: tf-test
+tf-test: deps ## terraform validate and terraform test, offline
+	@for dir in terraform/environments/*/; do \
+	  terraform -chdir=$$dir init -input=false -backend=false >/dev/null; \
+	  terraform -chdir=$$dir validate -no-color; \
+	  terraform -chdir=$$dir test -no-color; \
+	done
+
+.PHONY: molecule
+molecule: image ## Molecule default scenario of every role (ROLES="a b" for some)
+	@podman network exists mailha-molecule || \
+	  podman network create --internal --subnet 10.213.1.0/24 mailha-molecule >/dev/null
+	@for role in $(ROLES); do \
+	  echo "== molecule: $$role"; \
+	  (cd roles/$$role && molecule test) || exit 1; \
+	done
+
+.PHONY: unit
+unit: deps ## Unit tests (no lab needed)
+	pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: integration
+integration: deps ## Integration tests on the provisioned lab
+	pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint tf-test molecule provision ## The whole suite: lint, Terraform tests, Molecule, lab, pytest
+	pytest tests $(PYTEST_ARGS)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Install what the control host needs to run mailha and its lab, and nothing
+# that is already there: Debian packages (podman with runc, debootstrap,
+# iptables), a Terraform check, and the project's virtual environment with the
+# pinned Python packages (requirements.lock), rebuilt when the lock changes.
+#
+# Usage: scripts/bootstrap-host.sh [VENV_DIR]
+# Exit codes: 0 ready, 1 something could not be installed.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${1:-$repo_root/.venv}
+apt_packages=(podman runc debootstrap iptables make)
+
+missing=()
+for package in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ((${#missing[@]} > 0)); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bootstrap: missing Debian packages: ${missing[*]}; install them as root" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}" >&2
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+fi
+
+if ! command -v terraform >/dev/null; then
+  echo "bootstrap: terraform is not on PATH; install Terraform >= 1.6 (the lab needs no provider download)" >&2
+  exit 1
+fi
+
+stamp=$venv/.mailha-lock.sha256
+want=$(cat "$repo_root/requirements.lock" "$repo_root/pyproject.toml" | sha256sum | cut -d' ' -f1)
+if [[ -x $venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+  exit 0
+fi
+echo "bootstrap: preparing the virtual environment $venv" >&2
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip >&2
+"$venv/bin/pip" install -q -r "$repo_root/requirements.lock" >&2
+"$venv/bin/pip" install -q --no-deps -e "$repo_root" >&2
+echo "$want" > "$stamp"
