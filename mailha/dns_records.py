@@ -33,7 +33,8 @@ def reverse_zone(address: str) -> str:
 
 def dkim_txt(public_key_pem: str) -> str:
     """The DKIM TXT value for a PEM public key (SubjectPublicKeyInfo)."""
-    body = "".join(line.strip() for line in public_key_pem.splitlines() if line and not line.startswith("-----"))
+    lines = public_key_pem.splitlines()
+    body = "".join(line.strip() for line in lines if line and not line.startswith("-----"))
     if not body:
         raise BadInput("the DKIM public key is empty; re-run playbooks/secrets.yml to create it")
     return f"v=DKIM1; k=rsa; p={body}"

@@ -54,7 +54,7 @@ def test_each_recipient_domain_once_with_its_mx():
 
 
 def test_names_outside_the_zone_are_refused():
-    with pytest.raises(BadInput, match="mta.example.org is not inside the zone mailha.test"):
+    with pytest.raises(BadInput, match=r"mta\.example\.org is not inside the zone mailha\.test"):
         dns_records.zones(HOSTS, **dict(ARGS, sending_host="mta.example.org"))
 
 
