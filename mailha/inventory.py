@@ -179,9 +179,7 @@ def load(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
-        raise BadInput(
-            f"inventory {path} is not valid YAML{at}; regenerate it with 'mailha inventory'"
-        ) from None
+        raise BadInput(f"inventory {path} is not valid YAML{at}; regenerate it with 'mailha inventory'") from None
     if not isinstance(data, dict) or not isinstance(data.get("all"), dict):
         raise BadInput(f"inventory {path} has no 'all' group; regenerate it with 'mailha inventory'")
     return data

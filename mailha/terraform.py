@@ -19,9 +19,7 @@ def _terraform() -> str:
 def output(directory: Path, name: str) -> object:
     """Return one output of the environment in `directory`, decoded from JSON."""
     if not (directory / ".terraform").is_dir() and not (directory / "terraform.tfstate").exists():
-        raise BadInput(
-            f"{directory} has no Terraform state; run 'make provision' (or terraform apply there) first"
-        )
+        raise BadInput(f"{directory} has no Terraform state; run 'make provision' (or terraform apply there) first")
     env = dict(os.environ, TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
     result = subprocess.run(
         [_terraform(), f"-chdir={directory}", "output", "-json", name],

@@ -1,0 +1,159 @@
+"""Campaign traffic: uniquely numbered messages submitted over real SMTP.
+
+Used by the integration tests, the CLI's test message and the drills. Every
+attempt is recorded with its time and the server's reply, so that what was
+acknowledged (250 after DATA) can be reconciled with what arrived.
+The generator is bounded in count and time and stops by itself.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int = 25
+    starttls: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass
+class Attempt:
+    seq: int
+    message_id: str
+    target: str
+    started: float
+    finished: float
+    code: int | None
+    reply: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.code == 250
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def message_id(run_id: str, seq: int, domain: str) -> str:
+    return f"<mailha-{run_id}-{seq:06d}@{domain}>"
+
+
+def build_message(msg_id: str, sender: str, recipient: str, subject: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = msg_id
+    message.set_content(f"mailha campaign test message {msg_id}\n")
+    return message
+
+
+def submit(target: Target, message: EmailMessage, timeout: float = 10.0) -> tuple[int | None, str]:
+    """Submit one message; return the final SMTP code and reply (code None if no reply)."""
+    sender, recipient = message["From"], message["To"]
+    try:
+        with smtplib.SMTP(target.host, target.port, timeout=timeout) as smtp:
+            code, reply = smtp.ehlo("mailha-client")
+            if code != 250:
+                return code, reply.decode(errors="replace")
+            if target.starttls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE  # the lab's relays use self-signed certificates
+                code, reply = smtp.starttls(context=context)
+                if code != 220:
+                    return code, reply.decode(errors="replace")
+                smtp.ehlo("mailha-client")
+            for step in (lambda: smtp.mail(sender), lambda: smtp.rcpt(recipient)):
+                code, reply = step()
+                if code not in (250, 251):
+                    return code, reply.decode(errors="replace")
+            code, reply = smtp.data(message.as_bytes())
+            return code, reply.decode(errors="replace")
+    except (OSError, smtplib.SMTPException) as exc:
+        code = getattr(exc, "smtp_code", None)
+        return (code if isinstance(code, int) and code > 0 else None), f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class TrafficGenerator:
+    """Submit numbered messages at `rate` per second, round-robin over `targets`.
+
+    Stops after `max_messages` or `max_seconds`, whichever comes first, or
+    when stop() is called. Runs in a background thread.
+    """
+
+    targets: Sequence[Target]
+    rate: float
+    max_messages: int
+    max_seconds: float
+    sender: str = "campaign@news.mailha.test"
+    recipient: str = "subscriber@inbox.test"
+    run_id: str = field(default_factory=new_run_id)
+    timeout: float = 5.0
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("at least one target is needed")
+        if self.rate <= 0 or self.max_messages <= 0 or self.max_seconds <= 0:
+            raise ValueError("rate, max_messages and max_seconds must be positive")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"traffic-{self.run_id}", daemon=True)
+        self._lock = threading.Lock()
+        self._domain = self.sender.rsplit("@", 1)[-1]
+
+    def start(self) -> TrafficGenerator:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Attempt]:
+        self._stop.set()
+        self._thread.join()
+        return self.snapshot()
+
+    def wait(self) -> list[Attempt]:
+        self._thread.join()
+        return self.snapshot()
+
+    def snapshot(self) -> list[Attempt]:
+        with self._lock:
+            return list(self.attempts)
+
+    def _run(self) -> None:
+        interval = 1.0 / self.rate
+        began = time.monotonic()
+        for seq in range(self.max_messages):
+            due = began + seq * interval
+            if self._stop.is_set() or due - began > self.max_seconds:
+                return
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            target = self.targets[seq % len(self.targets)]
+            msg_id = message_id(self.run_id, seq, self._domain)
+            message = build_message(msg_id, self.sender, self.recipient, f"campaign {self.run_id} #{seq}")
+            started = time.time()
+            code, reply = submit(target, message, timeout=self.timeout)
+            attempt = Attempt(seq, msg_id, str(target), started, time.time(), code, reply.strip())
+            with self._lock:
+                self.attempts.append(attempt)
+
+
+def accepted_ids(attempts: Sequence[Attempt]) -> list[str]:
+    return [a.message_id for a in attempts if a.accepted]

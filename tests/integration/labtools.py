@@ -1,0 +1,125 @@
+"""Access to the provisioned lab (make provision) for the integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.resolver
+import pytest
+
+from mailha import inventory
+
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
+os.environ.setdefault("CONTAINERS_CONF", str(REPO / "lab" / "containers.conf"))
+
+
+def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Lab:
+    vars: dict
+    hosts: dict  # short name -> host vars
+    mail: list[str]
+
+    def container(self, host: str) -> str:
+        return self.hosts[host]["ansible_host"]
+
+    def exec(self, host: str, *command: str, check: bool = True, timeout: float = 60):
+        return podman("exec", self.container(host), *command, check=check, timeout=timeout)
+
+    @property
+    def floating_ip(self) -> str:
+        return self.vars["mailha_floating_ip"]
+
+    @property
+    def balancer(self) -> str:
+        return self.vars["mailha_load_balancer_address"]
+
+    def holders(self) -> list[str]:
+        """Relays that hold the floating IP right now."""
+        found = []
+        for host in self.mail:
+            out = self.exec(host, "ip", "-o", "-4", "addr", "show", check=False).stdout
+            if f" {self.floating_ip}/" in out:
+                found.append(host)
+        return found
+
+    def active(self) -> str:
+        holders = wait_for(lambda: (h := self.holders()) and len(h) == 1 and h, 15, what="one holder")
+        return holders[0]
+
+    def sink_index(self) -> list[dict]:
+        out = self.exec("sink", "mailha-sink-index", timeout=120).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def sink_counts(self, ids) -> Counter:
+        wanted = set(ids)
+        return Counter(m["message_id"] for m in self.sink_index() if m["message_id"] in wanted)
+
+    def wait_delivered(self, ids, timeout: float) -> Counter:
+        """Wait until every id is at the sink; return the counts (to check for duplicates)."""
+        ids = list(ids)
+
+        def all_there():
+            counts = self.sink_counts(ids)
+            return counts if len(counts) == len(set(ids)) else None
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = all_there()
+            if counts:
+                time.sleep(2)  # a late duplicate would arrive now
+                return self.sink_counts(ids)
+            time.sleep(1)
+        counts = self.sink_counts(ids)
+        missing = sorted(set(ids) - set(counts))
+        pytest.fail(f"{len(missing)} of {len(set(ids))} acknowledged messages never reached the sink: {missing[:5]}")
+
+    def raw_message(self, file: str) -> bytes:
+        return subprocess.run(
+            ["podman", "exec", self.container("sink"), "cat", file], capture_output=True, check=True
+        ).stdout
+
+    def resolver(self) -> dns.resolver.Resolver:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [self.vars["mailha_nameserver"]]
+        resolver.lifetime = 3
+        return resolver
+
+    def restart_postfix(self, host: str) -> None:
+        self.exec(host, "systemctl", "restart", "postfix@-.service")
+
+
+def load_lab() -> Lab:
+    data = inventory.load(INVENTORY)
+    children = data["all"]["children"]
+    hosts = {}
+    for group in children.values():
+        hosts.update(group.get("hosts", {}))
+    lab = Lab(vars=data["all"]["vars"], hosts=hosts, mail=sorted(children["mail"]["hosts"]))
+    for name in hosts:
+        state = lab.exec(name, "systemctl", "is-system-running", check=False).stdout.strip()
+        if state not in ("running", "degraded"):
+            pytest.fail(f"lab host {name} is not up (systemd: {state or 'unreachable'}); run 'make provision'")
+    return lab
