@@ -18,7 +18,7 @@ locals {
     mx1  = ["mail"]
     mx2  = ["mail"]
     lb   = ["loadbalancer"]
-    sink = ["sink"]
+    sink = ["recipient"]
   }
 
   addresses   = { for host, number in local.host_numbers : host => cidrhost(var.network_cidr, number) }

@@ -1,0 +1,165 @@
+"""mail_health: the check and the agent judge a real Postfix correctly."""
+
+import json
+
+import pytest
+
+FLOATING_IP = "10.213.1.100"
+DRAIN_FILE = "/etc/mailha/drain"
+AGENT = "http://127.0.0.1:8025"
+
+HTTP_GET = """
+import sys, urllib.request, urllib.error
+try:
+    answer = urllib.request.urlopen(sys.argv[1], timeout=5)
+except urllib.error.HTTPError as err:
+    answer = err
+print(answer.status)
+sys.stdout.write(answer.read().decode())
+"""
+
+# Runs mailha-health inside the node and reports rc and wall time, so the
+# deadline is measured without the container exec overhead.
+TIMED = 's=$(date +%s%N); mailha-health "$@"; rc=$?; e=$(date +%s%N); echo "rc=$rc ms=$(( (e - s) / 1000000 ))"'
+
+
+def http_get(host, path):
+    result = host.run("python3 -c %s %s", HTTP_GET, AGENT + path)
+    assert result.rc == 0, result.stderr
+    status, _, body = result.stdout.partition("\n")
+    return int(status), body
+
+
+def timed_health(host, *args):
+    result = host.run("sh -c %s mailha-health " + " ".join(["%s"] * len(args)), TIMED, *args)
+    last = result.stdout.strip().splitlines()[-1]
+    fields = dict(part.split("=") for part in last.split())
+    return int(fields["rc"]), int(fields["ms"])
+
+
+def wait_until(host, shell_condition, seconds=10):
+    tries = int(seconds / 0.2)
+    loop = f"for i in $(seq {tries}); do if {shell_condition}; then exit 0; fi; sleep 0.2; done; exit 1"
+    return host.run("sh -c %s", loop).rc == 0
+
+
+@pytest.fixture()
+def floating_ip(host):
+    host.run_expect([0], f"ip addr add {FLOATING_IP}/32 dev eth0")
+    yield
+    host.run(f"ip addr del {FLOATING_IP}/32 dev eth0")
+
+
+def test_files_and_config(host):
+    for path in ("/usr/local/bin/mailha-health", "/usr/local/bin/mailha-health-agent"):
+        script = host.file(path)
+        assert script.mode == 0o755 and script.user == "root"
+    header = host.file("/usr/local/bin/mailha-health").content_string
+    assert "0  healthy" in header and "3  usage error" in header
+    conf = host.file("/etc/mailha/health.conf").content_string
+    assert "floating_ip=10.213.1.100" in conf
+    host.run_expect([0], "mailha-health --check-config")
+
+
+def test_healthy_postfix_exits_0(host):
+    result = host.run("mailha-health --json")
+    assert result.rc == 0, result.stdout
+    findings = json.loads(result.stdout)
+    assert findings["exit_code"] == 0 and findings["smtp"]["ok"] is True
+
+
+def test_full_dry_run_accepts_and_queues_nothing(host):
+    result = host.run("mailha-health --full --max-queue 0 --json")
+    assert result.rc == 0, result.stdout
+    assert json.loads(result.stdout)["queue"]["messages"] == 0
+
+
+def test_usage_errors_exit_3(host):
+    assert host.run("mailha-health --no-such-option").rc == 3
+    assert host.run("mailha-health --max-queue -1").rc == 3
+    assert host.run("mailha-health --timeout 0").rc == 3
+
+
+def test_silent_server_fails_within_the_deadline(host):
+    # The kernel completes the handshake but nothing ever greets.
+    host.run_expect([0], "systemd-run --unit mailha-silent --collect python3 -c "
+                         "'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 2525)); "
+                         "s.listen(8); time.sleep(30)'")
+    try:
+        assert wait_until(host, "ss -ltn | grep -q 127.0.0.1:2525")
+        rc, elapsed_ms = timed_health(host, "--port", "2525", "--timeout", "0.5")
+        assert rc == 1
+        assert 450 <= elapsed_ms < 1000
+    finally:
+        host.run("systemctl stop mailha-silent")
+
+
+def test_held_message_over_max_queue_exits_2(host):
+    submit = ("import smtplib; s = smtplib.SMTP('127.0.0.1', 25); "
+              "s.sendmail('hold@health.test', ['root@localhost'], 'Subject: hold\\n\\nheld'); s.quit()")
+    host.run_expect([0], "python3 -c %s", submit)
+    try:
+        assert wait_until(host, "[ -n \"$(ls -A /var/spool/postfix/hold)\" ]")
+        result = host.run("mailha-health --max-queue 0 --json")
+        assert result.rc == 2, result.stdout
+        assert json.loads(result.stdout)["queue"]["messages"] == 1
+        assert host.run("mailha-health --max-queue 1").rc == 0
+    finally:
+        host.run("postsuper -d ALL hold")
+    assert host.run("mailha-health --max-queue 0").rc == 0
+
+
+def test_disk_threshold_exits_2(host):
+    assert host.run("mailha-health --min-free-disk-mb 999999999").rc == 2
+    assert host.run("mailha-health --min-free-disk-mb 1").rc == 0
+
+
+def test_agent_health(host):
+    assert host.service("mailha-health-agent").is_running
+    assert host.service("mailha-health-agent").is_enabled
+    assert host.socket("tcp://0.0.0.0:8025").is_listening
+    assert http_get(host, "/health") == (200, "healthy\n")
+    status, body = http_get(host, "/metrics")
+    assert status == 200 and "mailha_health_exit_code 0" in body
+
+
+def test_agent_active_requires_the_floating_ip(host):
+    status, body = http_get(host, "/active")
+    assert status == 503 and "10.213.1.100 not held" in body
+
+
+def test_agent_active_with_floating_ip_and_drain(host, floating_ip):
+    assert http_get(host, "/active") == (200, "active\n")
+    host.run_expect([0], f"touch {DRAIN_FILE}")
+    try:
+        status, body = http_get(host, "/active")
+        assert status == 503 and "drained" in body
+        assert http_get(host, "/health")[0] == 200
+    finally:
+        host.run(f"rm -f {DRAIN_FILE}")
+    assert http_get(host, "/active") == (200, "active\n")
+
+
+def test_killed_master_is_caught_although_systemd_says_active(host, floating_ip):
+    host.run_expect([0], "pgrep -f '^/usr/lib/postfix/sbin/master'")
+    # Anchored pattern: an unanchored one also matches (and kills) this shell.
+    host.run_expect([0], "pkill -9 -f '^/usr/lib/postfix/sbin/master'")
+    try:
+        assert host.run("systemctl is-active postfix").stdout.strip() == "active"
+        rc, elapsed_ms = timed_health(host)
+        # Orphaned smtpd processes may greet for a moment after the master died.
+        for _ in range(10):
+            if rc == 1:
+                break
+            host.run("sleep 0.2")
+            rc, elapsed_ms = timed_health(host)
+        assert rc == 1
+        assert elapsed_ms < 1000 + 500  # the 1 s deadline plus Python start-up
+        status, body = http_get(host, "/active")
+        assert status == 503 and "MTA failed" in body
+        assert http_get(host, "/health")[0] == 503
+    finally:
+        host.run_expect([0], "systemctl restart postfix")
+    assert wait_until(host, "mailha-health >/dev/null")
+    assert host.run("mailha-health").rc == 0
+    assert http_get(host, "/active") == (200, "active\n")
