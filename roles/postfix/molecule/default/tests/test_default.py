@@ -1,0 +1,190 @@
+"""postfix: a real relay for its submission networks, refused to everyone else."""
+
+import json
+import os
+
+import pytest
+import testinfra
+
+testinfra_hosts = ["molecule-postfix"]
+
+RELAY = "10.213.1.11"
+CLIENT = "10.213.1.12"
+OUTSIDER = "10.213.1.99"
+FLOATING_IP = "10.213.1.100"
+TRANSPORT = "/etc/postfix/mailha_role_transport"
+
+# SMTP dialogues up to RCPT (never DATA, so nothing is queued or sent on),
+# all in one process per node to keep the test quick. An optional PROXY v1
+# line goes first, as HAProxy's send-proxy would send it.
+SMTP_PROBES = """
+import json, smtplib, socket, ssl, sys
+
+class ProxySMTP(smtplib.SMTP):
+    proxy = ""
+
+    def _get_socket(self, host, port, timeout):
+        self._host = host  # for STARTTLS
+        sock = socket.create_connection((host, port), timeout)
+        if self.proxy:
+            sock.sendall(self.proxy.encode() + b"\\r\\n")
+        return sock
+
+def probe(host, port, proxy, starttls, rcpt):
+    smtp = ProxySMTP(timeout=10)
+    smtp.proxy = proxy
+    code, text = smtp.connect(host, port)
+    result = {"greeting": [code, text.decode()]}
+    smtp.ehlo("client.example")
+    result["starttls"] = smtp.has_extn("starttls")
+    if starttls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        result["tls"] = smtp.starttls(context=context)[0]
+        smtp.ehlo("client.example")
+    code, text = smtp.mail("campaign@news.mailha.test")
+    result["mail"] = [code, text.decode()]
+    if code == 250:
+        code, text = smtp.rcpt(rcpt)
+        result["rcpt"] = [code, text.decode()]
+    smtp.quit()
+    return result
+
+print(json.dumps([probe(**spec) for spec in json.loads(sys.argv[1])]))
+"""
+
+# name: (port, address claimed in the PROXY header or None, STARTTLS)
+CLIENT_PROBES = {
+    "direct-25": (25, None, False),
+    "proxy-10025": (10025, CLIENT, False),
+    "outsider-10025": (10025, OUTSIDER, False),
+    "plain-587": (587, None, False),
+    "tls-587": (587, None, True),
+    "plain-10587": (10587, CLIENT, False),
+    "tls-10587": (10587, CLIENT, True),
+}
+
+
+def run_probes(node, probes):
+    specs = [
+        {
+            "host": RELAY,
+            "port": port,
+            "proxy": f"PROXY TCP4 {claimed} {RELAY} 40000 {port}" if claimed else "",
+            "starttls": starttls,
+            "rcpt": "someone@inbox.test",
+        }
+        for port, claimed, starttls in probes.values()
+    ]
+    result = node.run("python3 -c %s %s", SMTP_PROBES, json.dumps(specs))
+    assert result.rc == 0, result.stderr
+    return dict(zip(probes, json.loads(result.stdout), strict=True))
+
+
+@pytest.fixture(scope="module")
+def client_answers():
+    client = testinfra.get_host(
+        "ansible://molecule-postfix-client", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
+    )
+    return run_probes(client, CLIENT_PROBES)
+
+
+@pytest.mark.parametrize("probe", ["direct-25", "proxy-10025"])
+def test_greeting(client_answers, probe):
+    assert client_answers[probe]["greeting"] == [220, "mta.mailha.test ESMTP"]
+    assert client_answers[probe]["starttls"] is True
+
+
+@pytest.mark.parametrize("probe", ["direct-25", "proxy-10025", "tls-587", "tls-10587"])
+def test_submission_network_may_relay(client_answers, probe):
+    assert client_answers[probe]["rcpt"][0] == 250, client_answers[probe]
+
+
+def test_outsider_behind_the_balancer_is_refused(client_answers):
+    answer = client_answers["outsider-10025"]
+    assert answer["rcpt"][0] == 554, answer
+    assert "Relay access denied" in answer["rcpt"][1]
+
+
+def test_other_source_is_refused(host):
+    # From the relay's own eth0 address: neither loopback nor a submission network.
+    answer = run_probes(host, {"self-25": (25, None, False)})["self-25"]
+    assert answer["rcpt"][0] == 554, answer
+    assert "Relay access denied" in answer["rcpt"][1]
+
+
+@pytest.mark.parametrize("probe", ["plain-587", "plain-10587"])
+def test_submission_ports_require_starttls(client_answers, probe):
+    assert client_answers[probe]["starttls"] is True
+    assert client_answers[probe]["mail"][0] == 530, client_answers[probe]
+
+
+def test_main_cf(host):
+    # "postfix check" first: check_output fails the test if it complains.
+    output = host.check_output("postfix check && postconf -n")
+    settings = dict(line.split(" = ", 1) for line in output.splitlines() if " = " in line)
+    assert settings["myhostname"] == "mta.mailha.test"
+    assert settings["mynetworks"] == "127.0.0.0/8 10.213.1.12/32 10.213.1.13"
+    assert settings["smtpd_relay_restrictions"] == "permit_mynetworks, reject_unauth_destination"
+    assert settings["transport_maps"] == f"texthash:{TRANSPORT}"
+    assert settings["smtpd_milters"] == "inet:127.0.0.1:8891"
+    assert settings["minimal_backoff_time"] == "5s"
+    assert settings["maximal_backoff_time"] == "20s"
+    assert settings["queue_run_delay"] == "5s"
+    assert settings["maximal_queue_lifetime"] == "2d"
+    assert settings["smtpd_client_connection_count_limit"] == "100"
+    assert "smtp_bind_address" not in settings
+
+
+def test_master_cf(host):
+    chroot, options = host.check_output("postconf -F '*/*/chroot'; echo --; postconf -P").split("--")
+    chroot, options = chroot.strip().splitlines(), options.strip().splitlines()
+    assert chroot and all(line.endswith(" = n") for line in chroot), chroot
+    # Outbound mail leaves from the bound address; the hand-over never does.
+    assert f"smtp/unix/smtp_bind_address = {RELAY}" in options
+    assert "relay/unix/smtp_bind_address =" in options
+    for port in (10025, 10587):
+        assert f"{port}/inet/smtpd_upstream_proxy_protocol = haproxy" in options
+    assert "10587/inet/smtpd_tls_security_level = encrypt" in options
+    assert "submission/inet/smtpd_tls_security_level = encrypt" in options
+
+
+def test_tls_key_is_private(host):
+    key, subject = host.check_output(
+        "stat -c '%a %U' /etc/ssl/private/mailha-postfix.key;"
+        " openssl x509 -noout -subject -in /etc/ssl/certs/mailha-postfix.pem"
+    ).splitlines()
+    assert key == "600 root"
+    assert "mta.mailha.test" in subject
+
+
+# Runs the command, then shows the file's size and the route it gives.
+SWITCH = (
+    'mailha-postfix-role "$1"; echo "rc=$?"; postfix status 2>/dev/null && echo running;'
+    ' stat -c "size=%s" "$2"; postmap -q "*" "texthash:$2"; true'
+)
+
+
+def switch(host, state):
+    result = host.run("sh -c %s switch %s %s", SWITCH, state, TRANSPORT)
+    lines = result.stdout.strip().splitlines()
+    return result, lines
+
+
+def test_role_command_hands_over_on_standby(host):
+    try:
+        for state in ("backup", "FAULT"):
+            result, lines = switch(host, state)
+            assert "rc=0" in lines, result.stderr
+            assert "postfix reloaded" in lines[0]
+            assert lines[-1] == f"relay:[{FLOATING_IP}]:25", lines
+    finally:
+        result, lines = switch(host, "Master")
+    assert lines[1:] == ["rc=0", "running", "size=0"], (lines, result.stderr)
+
+
+def test_role_command_rejects_unknown_state(host):
+    result, lines = switch(host, "primary")
+    assert "rc=2" in lines
+    assert "usage" in result.stderr
