@@ -14,9 +14,33 @@ import click
 
 from mailha import __version__, terraform
 from mailha import inventory as inventory_mod
+from mailha import pair as pair_mod
+from mailha import status as status_mod
 from mailha.errors import BadInput
 
 CONTRACT_OUTPUT = "mailha"
+DEFAULT_INVENTORY = Path("inventories/lab/hosts.yml")
+
+# Options shared by several commands, defined once (patronictl style).
+inventory_option = click.option(
+    "-i",
+    "--inventory",
+    "inventory_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_INVENTORY,
+    envvar="MAILHA_INVENTORY",
+    show_default=True,
+    help="Generated inventory of the pair (env MAILHA_INVENTORY).",
+)
+output_option = click.option(
+    "-o",
+    "--output",
+    "output_format",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,6 +81,21 @@ def inventory_command(terraform_dir: Path | None, contract_file: Path | None, ou
         contract = terraform.output(terraform_dir, CONTRACT_OUTPUT)
     changed = inventory_mod.write(inventory_mod.build(contract), output_path)
     click.echo(f"inventory {output_path}: {'written' if changed else 'unchanged'}")
+
+
+@main.command("status")
+@inventory_option
+@output_option
+def status_command(inventory_path: Path, output_format: str) -> None:
+    """Show the pair: roles, VRRP, floating IP, MTA health, queues, load balancer, DNS.
+
+    Exit code: 0 healthy, 1 degraded, 2 critical (split brain, no active node,
+    a standby in FAULT, an active node whose MTA does not answer).
+    """
+    topology = status_mod.gather(pair_mod.load(inventory_path))
+    render = status_mod.render_json if output_format == "json" else status_mod.render_table
+    click.echo(render(topology))
+    raise SystemExit(topology.exit_code)
 
 
 def read_contract_file(path: Path) -> object:

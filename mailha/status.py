@@ -1,0 +1,227 @@
+"""`mailha status`: the topology at a glance, from network probes only.
+
+For each node: designated role, VRRP state, whether it holds the floating IP,
+MTA health (a real SMTP greeting from here), queue counts and the oldest
+message's age (from the node's health agent); the load balancer's view of
+each backend; what the authoritative DNS answers for the sending host.
+Verdict: healthy (exit 0), degraded (1) or critical (2).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mailha import probes
+from mailha.pair import Pair
+
+HEALTHY, DEGRADED, CRITICAL = "healthy", "degraded", "critical"
+EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, CRITICAL: 2}
+
+
+@dataclass
+class NodeView:
+    name: str
+    address: str
+    role: str  # primary / standby (designated)
+    vrrp_state: str
+    holds_floating_ip: bool | None
+    smtp_ok: bool
+    smtp_ms: float
+    smtp_detail: str
+    agent_ok: bool
+    healthy: bool | None
+    drained: bool | None
+    queue: dict[str, int] | None
+    queue_oldest_age_seconds: float | None
+    balancer_state: str
+
+
+@dataclass
+class Topology:
+    environment: str
+    floating_ip: str
+    sending_host: str
+    nodes: list[NodeView]
+    holders: list[str]
+    balancer: dict[str, Any]
+    dns: dict[str, Any]
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        severities = {p["severity"] for p in self.problems}
+        return CRITICAL if CRITICAL in severities else DEGRADED if DEGRADED in severities else HEALTHY
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def node(self, name: str) -> NodeView:
+        return next(n for n in self.nodes if n.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict
+        return data
+
+
+def gather(pair: Pair) -> Topology:
+    """Probe every part concurrently; each probe is bounded by the probe timeout."""
+    timeout = float(pair.settings["mailha_probe_timeout"])
+    port = pair.settings["mailha_agent_port"]
+    balancer_address = pair.balancer.get("mailha_address")
+    stats_url = f"http://{balancer_address}:{pair.settings['mailha_haproxy_stats_port']}/stats;csv"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        smtp = {n: pool.submit(probes.smtp_greeting, node.address, 25, timeout) for n, node in pair.nodes.items()}
+        agent = {
+            n: pool.submit(probes.http_json, f"http://{node.address}:{port}/status", timeout)
+            for n, node in pair.nodes.items()
+        }
+        servers = pool.submit(probes.haproxy_servers, stats_url, timeout)
+        answer = pool.submit(probes.dns_a, pair.sending_host, pair.nameserver, timeout)
+    primary = pair.designated_primary()
+    lb_servers = servers.result()
+    views = []
+    for name, node in pair.nodes.items():
+        probe = smtp[name].result()
+        status, document = agent[name].result()
+        agent_ok = status == 200 and isinstance(document, dict)
+        doc = document if agent_ok else {}
+        views.append(
+            NodeView(
+                name=name,
+                address=node.address,
+                role="primary" if name == primary else "standby",
+                vrrp_state=doc.get("vrrp_state", "UNKNOWN"),
+                holds_floating_ip=doc.get("holds_floating_ip") if agent_ok else None,
+                smtp_ok=probe.ok,
+                smtp_ms=round(probe.seconds * 1000, 1),
+                smtp_detail=probe.detail,
+                agent_ok=agent_ok,
+                healthy=doc.get("healthy") if agent_ok else None,
+                drained=doc.get("drained") if agent_ok else None,
+                queue=doc.get("queue") if agent_ok else None,
+                queue_oldest_age_seconds=doc.get("queue_oldest_age_seconds"),
+                balancer_state=lb_servers.get(name, "ABSENT") if isinstance(lb_servers, dict) else "UNKNOWN",
+            )
+        )
+    dns_answer = answer.result()
+    topology = Topology(
+        environment=pair.environment,
+        floating_ip=pair.floating_ip,
+        sending_host=pair.sending_host,
+        nodes=views,
+        holders=[v.name for v in views if v.holds_floating_ip],
+        balancer={
+            "address": balancer_address,
+            "servers": lb_servers if isinstance(lb_servers, dict) else {},
+            "error": None if isinstance(lb_servers, dict) else lb_servers,
+        },
+        dns={
+            "name": pair.sending_host,
+            "answer": dns_answer if isinstance(dns_answer, list) else [],
+            "error": None if isinstance(dns_answer, list) else dns_answer,
+        },
+    )
+    topology.problems = assess(topology, int(pair.settings["mailha_queue_deferred_warning"]))
+    return topology
+
+
+def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
+    """The problems an operator must know about, most severe first."""
+    problems: list[dict[str, str]] = []
+
+    def add(severity: str, text: str) -> None:
+        problems.append({"severity": severity, "problem": text})
+
+    unknown = [n.name for n in t.nodes if not n.agent_ok]
+    if len(t.holders) > 1:
+        add(CRITICAL, f"split brain: the floating IP is on {' and '.join(t.holders)}")
+    elif not t.holders and not unknown:
+        add(CRITICAL, "no node holds the floating IP: sending is down")
+    for n in t.nodes:
+        if not n.agent_ok:
+            severity = CRITICAL if len(unknown) == len(t.nodes) else DEGRADED
+            add(severity, f"{n.name}: health agent unreachable ({n.address}); its VRRP state and queue are unknown")
+        if n.name in t.holders and not n.smtp_ok:
+            add(CRITICAL, f"{n.name} holds the floating IP but its MTA does not greet: {n.smtp_detail}")
+        if n.name not in t.holders and n.vrrp_state == "FAULT":
+            add(CRITICAL, f"{n.name} is in FAULT: no standby can take over")
+        elif n.name not in t.holders and not n.smtp_ok:
+            add(DEGRADED, f"{n.name} (standby) MTA does not greet: {n.smtp_detail}")
+        if n.drained:
+            add(DEGRADED, f"{n.name} is drained at its health agent")
+        if n.queue and n.queue.get("deferred", 0) > deferred_warning:
+            add(DEGRADED, f"{n.name} has {n.queue['deferred']} deferred messages")
+        if n.name not in t.holders and n.queue and sum(n.queue.values()) > 0 and n.agent_ok:
+            add(DEGRADED, f"{n.name} does not hold the floating IP but has {sum(n.queue.values())} queued messages")
+    if len(t.holders) == 1:
+        holder = t.holders[0]
+        primary = next(n.name for n in t.nodes if n.role == "primary")
+        if holder != primary:
+            add(DEGRADED, f"{holder} is active but {primary} is the primary: failed over; 'mailha failback' returns")
+        if t.balancer["error"] is None:
+            states = t.balancer["servers"]
+            if not str(states.get(holder, "")).startswith("UP"):
+                add(DEGRADED, f"the load balancer does not send to the active node {holder} ({states.get(holder)})")
+            others = [n for n, s in states.items() if n != holder and str(s).startswith("UP")]
+            if others:
+                add(DEGRADED, f"the load balancer also sends to {', '.join(others)}, which is not active")
+    if t.balancer["error"] is not None:
+        add(DEGRADED, f"load balancer statistics unreadable: {t.balancer['error']}")
+    if t.dns["error"] is not None:
+        add(DEGRADED, f"DNS: {t.sending_host} does not resolve at the authoritative server: {t.dns['error']}")
+    elif t.dns["answer"] != [t.floating_ip]:
+        add(DEGRADED, f"DNS: {t.sending_host} answers {t.dns['answer']}, not the floating IP {t.floating_ip}")
+    order = {CRITICAL: 0, DEGRADED: 1}
+    return sorted(problems, key=lambda p: order[p["severity"]])
+
+
+def _queue_text(n: NodeView) -> str:
+    if n.queue is None:
+        return "?"
+    return f"{n.queue.get('active', 0)}/{n.queue.get('deferred', 0)}/{n.queue.get('hold', 0)}"
+
+
+def _age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+def render_table(t: Topology) -> str:
+    header = ["NODE", "ROLE", "VRRP", "FLOATING-IP", "MTA", "QUEUE a/d/h", "OLDEST", "LB"]
+    rows = [header]
+    for n in t.nodes:
+        holds = "?" if n.holds_floating_ip is None else ("yes" if n.holds_floating_ip else "no")
+        mta = f"ok {n.smtp_ms:.0f}ms" if n.smtp_ok else "DOWN"
+        rows.append(
+            [
+                n.name,
+                n.role,
+                n.vrrp_state,
+                holds,
+                mta,
+                _queue_text(n),
+                _age_text(n.queue_oldest_age_seconds),
+                n.balancer_state,
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [f"mailha {t.environment}: floating IP {t.floating_ip} ({t.sending_host})"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    answer = ", ".join(t.dns["answer"]) if t.dns["error"] is None else f"error: {t.dns['error']}"
+    lines.append(f"DNS {t.dns['name']} -> {answer}")
+    for p in t.problems:
+        lines.append(f"{p['severity'].upper()}: {p['problem']}")
+    lines.append(f"verdict: {t.verdict}")
+    return "\n".join(lines)
+
+
+def render_json(t: Topology) -> str:
+    return json.dumps(t.to_dict(), indent=2, sort_keys=True)
