@@ -134,6 +134,19 @@ def test_agent_health(host):
     assert "mailha_queue_messages 0" in body
 
 
+def test_agent_status_document(host):
+    host.run_expect([0], "mkdir -p /var/log/mailha && echo '2026-01-01T00:00:00.000Z VI_MAIL BACKUP 100' "
+                         ">> /var/log/mailha/vrrp-transitions.log")
+    status, body = http_get(host, "/status")
+    assert status == 200
+    document = json.loads(body)
+    assert document["healthy"] is True
+    assert document["vrrp_state"] == "BACKUP"
+    assert document["holds_floating_ip"] is False and document["active"] is False
+    assert set(document["queue"]) == {"active", "deferred", "incoming", "hold"}
+    assert document["queue_oldest_age_seconds"] is None
+
+
 def test_agent_active_requires_the_floating_ip(host):
     status, body = http_get(host, "/active")
     assert status == 503 and "10.213.1.100 not held" in body
