@@ -1,0 +1,98 @@
+"""Real DNS exchanges with the converged server, from inside its container."""
+
+import re
+import uuid
+
+SERVER = "10.213.1.41"
+KEY_FILE = "/etc/bind/keys/mailha-ddns.key"
+LONG_TXT = ("v=DKIM1; k=rsa; p=" + "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" * 10)[:400]
+
+
+def dig(host, *args):
+    return host.check_output("dig +short +norecurse @%s " + " ".join(["%s"] * len(args)), SERVER, *args)
+
+
+def nsupdate(host, lines, key=True):
+    script = "\n".join([f"server {SERVER}", "zone mailha.test.", *lines, "send", ""])
+    key_option = f"-k {KEY_FILE}" if key else ""
+    return host.run(f"nsupdate -v {key_option} <<'EOF'\n{script}EOF")
+
+
+def test_named_runs_and_listens(host):
+    assert host.service("named").is_enabled
+    assert host.service("named").is_running
+    assert host.socket(f"udp://{SERVER}:53").is_listening
+    assert host.socket(f"tcp://{SERVER}:53").is_listening
+
+
+def test_configuration_and_zones_are_valid(host):
+    host.check_output("named-checkconf /etc/bind/named.conf")
+    for zone in ("mailha.test", "inbox.test", "1.213.10.in-addr.arpa"):
+        # -j: the zone as named serves it, journal included.
+        host.check_output("named-checkzone -j %s /var/lib/bind/%s.db", zone, zone)
+
+
+def test_rndc_works(host):
+    assert "server is up and running" in host.check_output("rndc status")
+
+
+def test_tsig_key_is_private(host):
+    key = host.file(KEY_FILE)
+    assert key.user == "root"
+    assert key.group == "bind"
+    assert key.mode == 0o640
+
+
+def test_a_record(host):
+    assert dig(host, "ns.mailha.test", "A") == SERVER
+
+
+def test_declared_record_changed_outside_ansible_is_restored(host):
+    # side_effect.yml set it to 10.213.1.99; the converge after it put it back.
+    assert dig(host, "mx1.mailha.test", "A") == "10.213.1.11"
+
+
+def test_mx_records(host):
+    assert dig(host, "inbox.test", "MX") == "10 sink.mailha.test."
+    assert dig(host, "news.mailha.test", "MX") == "10 mta.mailha.test."
+
+
+def test_relative_target_is_qualified_in_the_zone(host):
+    assert dig(host, "smtp.mailha.test", "CNAME") == "mta.mailha.test."
+
+
+def test_ptr_record(host):
+    assert dig(host, "-x", "10.213.1.100") == "mta.mailha.test."
+
+
+def test_long_txt_comes_back_whole(host):
+    answer = dig(host, "mailha._domainkey.news.mailha.test", "TXT")
+    strings = re.findall(r'"((?:[^"\\]|\\.)*)"', answer)
+    assert len(strings) == 2
+    assert all(len(s) <= 255 for s in strings)
+    assert "".join(strings) == LONG_TXT
+
+
+def test_recursion_is_refused(host):
+    out = host.check_output("dig @%s www.example.org A", SERVER)
+    assert "status: REFUSED" in out
+
+
+def test_update_made_outside_ansible_survives_converge(host):
+    # Added by side_effect.yml before the second idempotence run.
+    assert dig(host, "dynamic.mailha.test", "A") == "10.213.1.200"
+
+
+def test_signed_update_is_applied(host):
+    name = f"t{uuid.uuid4().hex[:8]}.mailha.test."
+    result = nsupdate(host, [f"update add {name} 60 A 10.213.1.201"])
+    assert result.rc == 0, result.stderr
+    assert dig(host, name, "A") == "10.213.1.201"
+
+
+def test_unsigned_update_is_refused(host):
+    name = f"t{uuid.uuid4().hex[:8]}.mailha.test."
+    result = nsupdate(host, [f"update add {name} 60 A 10.213.1.202"], key=False)
+    assert result.rc != 0
+    assert "REFUSED" in result.stdout + result.stderr
+    assert dig(host, name, "A") == ""
