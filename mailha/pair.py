@@ -25,7 +25,6 @@ SETTINGS_FILE = Path("group_vars") / "all" / "mailha.yml"
 DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_agent_port": 8025,
     "mailha_haproxy_stats_port": 8404,
-    "mailha_haproxy_backend": "relays",
     "mailha_tsig_key_name": "mailha-ddns",
     "mailha_tsig_algorithm": "hmac-sha256",
     "mailha_active_record": "relay",

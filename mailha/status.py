@@ -73,7 +73,7 @@ def gather(pair: Pair) -> Topology:
     timeout = float(pair.settings["mailha_probe_timeout"])
     port = pair.settings["mailha_agent_port"]
     balancer_address = pair.balancer.get("mailha_address")
-    stats_url = f"http://{balancer_address}:{pair.settings['mailha_haproxy_stats_port']}/stats;csv"
+    stats_url = f"http://{balancer_address}:{pair.settings['mailha_haproxy_stats_port']}/;csv"
     with ThreadPoolExecutor(max_workers=8) as pool:
         smtp = {n: pool.submit(probes.smtp_greeting, node.address, 25, timeout) for n, node in pair.nodes.items()}
         agent = {
