@@ -1,0 +1,152 @@
+"""The status verdict from crafted topologies, and the CLI's bad-input paths."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailha import status
+from mailha.cli import main
+from mailha.status import CRITICAL, DEGRADED, HEALTHY, NodeView, Topology
+
+
+def node(name, *, holds=False, state="BACKUP", smtp=True, agent=True, queue=None, lb="DOWN", role=None):
+    return NodeView(
+        name=name,
+        address=f"10.0.0.{1 if name == 'mx1' else 2}",
+        role=role or ("primary" if name == "mx1" else "standby"),
+        vrrp_state=state,
+        holds_floating_ip=holds if agent else None,
+        smtp_ok=smtp,
+        smtp_ms=2.0,
+        smtp_detail="220 mta" if smtp else "ConnectionRefusedError",
+        agent_ok=agent,
+        healthy=smtp if agent else None,
+        drained=False if agent else None,
+        queue=(queue or {"active": 0, "deferred": 0, "hold": 0, "incoming": 0}) if agent else None,
+        queue_oldest_age_seconds=None,
+        balancer_state=lb,
+    )
+
+
+def topology(mx1, mx2, dns=("10.0.0.100",), lb_error=None):
+    t = Topology(
+        environment="lab",
+        floating_ip="10.0.0.100",
+        sending_host="mta.mailha.test",
+        nodes=[mx1, mx2],
+        holders=[n.name for n in (mx1, mx2) if n.holds_floating_ip],
+        balancer={
+            "address": "10.0.0.20",
+            "servers": {mx1.name: mx1.balancer_state, mx2.name: mx2.balancer_state},
+            "error": lb_error,
+        },
+        dns={"name": "mta.mailha.test", "answer": list(dns), "error": None},
+    )
+    t.problems = status.assess(t, deferred_warning=100)
+    return t
+
+
+HEALTHY_PAIR = dict(mx1=node("mx1", holds=True, state="MASTER", lb="UP"), mx2=node("mx2"))
+
+
+def test_healthy_pair():
+    t = topology(**HEALTHY_PAIR)
+    assert t.problems == []
+    assert (t.verdict, t.exit_code) == (HEALTHY, 0)
+    assert "verdict: healthy" in status.render_table(t)
+
+
+@pytest.mark.parametrize(
+    ("mx1", "mx2", "verdict", "text"),
+    [
+        (
+            node("mx1", holds=True, state="MASTER", lb="UP"),
+            node("mx2", holds=True, state="MASTER"),
+            CRITICAL,
+            "split brain",
+        ),
+        (node("mx1"), node("mx2"), CRITICAL, "no node holds the floating IP"),
+        (
+            node("mx1", holds=True, state="MASTER", lb="UP"),
+            node("mx2", state="FAULT", smtp=False),
+            CRITICAL,
+            "mx2 is in FAULT",
+        ),
+        (
+            node("mx1", holds=True, state="MASTER", smtp=False, lb="UP"),
+            node("mx2"),
+            CRITICAL,
+            "holds the floating IP but its MTA does not greet",
+        ),
+        (node("mx1", agent=False), node("mx2", agent=False), CRITICAL, "health agent unreachable"),
+        (
+            node("mx1", state="FAULT", smtp=False),
+            node("mx2", holds=True, state="MASTER", lb="UP"),
+            CRITICAL,
+            "mx1 is in FAULT",
+        ),
+        (
+            node("mx1", state="BACKUP"),
+            node("mx2", holds=True, state="MASTER", lb="UP"),
+            DEGRADED,
+            "mx2 is active but mx1 is the primary",
+        ),
+        (
+            node("mx1", holds=True, state="MASTER", lb="DOWN"),
+            node("mx2"),
+            DEGRADED,
+            "does not send to the active node mx1",
+        ),
+        (node("mx1", holds=True, state="MASTER", lb="UP"), node("mx2", lb="UP"), DEGRADED, "also sends to mx2"),
+        (
+            node("mx1", holds=True, state="MASTER", lb="UP"),
+            node("mx2", queue={"active": 0, "deferred": 3, "hold": 0}),
+            DEGRADED,
+            "mx2 does not hold the floating IP but has 3 queued messages",
+        ),
+        (
+            node("mx1", holds=True, state="MASTER", lb="UP", queue={"active": 0, "deferred": 500, "hold": 0}),
+            node("mx2"),
+            DEGRADED,
+            "mx1 has 500 deferred messages",
+        ),
+    ],
+)
+def test_problems_and_verdicts(mx1, mx2, verdict, text):
+    t = topology(mx1, mx2)
+    assert t.verdict == verdict
+    assert any(text in p["problem"] for p in t.problems), t.problems
+    assert status.EXIT_CODES[verdict] == t.exit_code
+
+
+def test_dns_not_pointing_at_the_floating_ip_is_degraded():
+    t = topology(**HEALTHY_PAIR, dns=("10.0.0.11",))
+    assert t.verdict == DEGRADED
+    assert "not the floating IP 10.0.0.100" in t.problems[0]["problem"]
+
+
+def test_json_carries_the_verdict():
+    import json
+
+    data = json.loads(status.render_json(topology(**HEALTHY_PAIR)))
+    assert data["verdict"] == "healthy" and data["holders"] == ["mx1"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist; run 'make provision'"),
+        ("all: [", "is not valid YAML"),
+        ("all:\n  vars: {}\n", "lacks mailha_environment"),
+    ],
+)
+def test_status_bad_inventory_is_one_line(tmp_path: Path, content, message):
+    path = tmp_path / "inventories" / "lab" / "hosts.yml"
+    if content is not None:
+        path.parent.mkdir(parents=True)
+        path.write_text(content)
+    result = CliRunner().invoke(main, ["status", "--inventory", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
