@@ -11,7 +11,7 @@ testinfra_hosts = ["molecule-postfix"]
 RELAY = "10.213.1.11"
 CLIENT = "10.213.1.12"
 OUTSIDER = "10.213.1.99"
-FLOATING_IP = "10.213.1.100"
+FLOATING_IP = "10.213.1.12"  # the client plays the active node
 TRANSPORT = "/etc/postfix/mailha_role_transport"
 
 # SMTP dialogues up to RCPT (never DATA, so nothing is queued or sent on),
@@ -83,10 +83,14 @@ def run_probes(node, probes):
 
 
 @pytest.fixture(scope="module")
-def client_answers():
-    client = testinfra.get_host(
+def client():
+    return testinfra.get_host(
         "ansible://molecule-postfix-client", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"]
     )
+
+
+@pytest.fixture(scope="module")
+def client_answers(client):
     return run_probes(client, CLIENT_PROBES)
 
 
@@ -142,7 +146,7 @@ def test_master_cf(host):
     chroot, options = chroot.strip().splitlines(), options.strip().splitlines()
     assert chroot and all(line.endswith(" = n") for line in chroot), chroot
     # Outbound mail leaves from the bound address; the hand-over never does.
-    assert f"smtp/unix/smtp_bind_address = {RELAY}" in options
+    assert f"smtp/unix/smtp_bind_address = {FLOATING_IP}" in options
     assert "relay/unix/smtp_bind_address =" in options
     for port in (10025, 10587):
         assert f"{port}/inet/smtpd_upstream_proxy_protocol = haproxy" in options
@@ -188,3 +192,80 @@ def test_role_command_rejects_unknown_state(host):
     result, lines = switch(host, "primary")
     assert "rc=2" in lines
     assert "usage" in result.stderr
+
+
+# The active node, played by the client: one SMTP session that greets like
+# the real one (with the shared name), records who connected, exits.
+FAKE_ACTIVE = """
+import json, socket, sys
+server = socket.create_server((sys.argv[1], 25))
+server.settimeout(60)
+conn, (peer, _) = server.accept()
+conn.settimeout(30)
+reader = conn.makefile("rb")
+record = {"peer": peer}
+
+def send(*lines):
+    conn.sendall(b"".join(line.encode() + b"\\r\\n" for line in lines))
+
+send("220 mta.mailha.test ESMTP")
+while line := reader.readline():
+    command = line.decode().strip()
+    verb = command.split(" ")[0].upper()
+    if verb in ("EHLO", "HELO"):
+        record["helo"] = command.split(" ", 1)[1]
+        send("250-mta.mailha.test", "250 8BITMIME")
+    elif verb == "DATA":
+        send("354 go ahead")
+        data = []
+        while (line := reader.readline()) not in (b".\\r\\n", b""):
+            data.append(line.decode(errors="replace"))
+        record["data"] = "".join(data)
+        send("250 2.0.0 handed over")
+    elif verb == "QUIT":
+        send("221 bye")
+        break
+    else:
+        send("250 ok")
+with open(sys.argv[2], "w") as out:
+    json.dump(record, out)
+"""
+
+SUBMIT = """
+import smtplib, sys
+with smtplib.SMTP(sys.argv[1], 25, timeout=10) as smtp:
+    smtp.sendmail("campaign@news.mailha.test", ["someone@inbox.test"],
+                  f"Message-ID: {sys.argv[2]}\\r\\nSubject: hand-over\\r\\n\\r\\nqueued on a standby\\r\\n")
+"""
+
+# Submit once the fake listens, then wait (bounded) for what it recorded.
+HAND_OVER = (
+    'for i in $(seq 50); do ss -ltn | grep -q "$1:25 " && break; sleep 0.1; done;'
+    ' python3 -c "$3" "$2" "$4" || exit 1;'
+    ' for i in $(seq 150); do [ -s "$5" ] && break; sleep 0.2; done; cat "$5"'
+)
+
+
+def test_standby_hands_mail_over_to_the_floating_ip(host, client):
+    record_file = "/root/fake-active.json"
+    message_id = "<hand-over-test@news.mailha.test>"
+    client.run_expect([0], f"rm -f {record_file}")
+    client.run_expect(
+        [0], "systemd-run --unit=fake-active --collect python3 -c %s %s %s", FAKE_ACTIVE, FLOATING_IP, record_file
+    )
+    try:
+        assert "rc=0" in switch(host, "backup")[1]
+        result = client.run(
+            "sh -c %s hand-over %s %s %s %s %s", HAND_OVER, FLOATING_IP, RELAY, SUBMIT, message_id, record_file
+        )
+    finally:
+        switch(host, "master")
+        client.run("systemctl stop fake-active")
+    log = "" if result.stdout else host.run("journalctl -u postfix@- --no-pager | tail -n 15").stdout
+    assert result.stdout, f"nothing handed over: {result.stderr}\n{log}"
+    record = json.loads(result.stdout)
+    # From the standby's own address (not the bound floating IP), under its
+    # own name (not the shared one the active node greets with).
+    assert record["peer"] == RELAY
+    assert record["helo"] == "molecule-postfix"
+    assert f"Message-ID: {message_id}" in record["data"]
