@@ -1,0 +1,95 @@
+"""The milter runs, and signs: a message sent through the running daemon
+comes back with a DKIM-Signature that verifies against the public key."""
+
+import re
+
+import pytest
+
+# podman exec directly: faster than through Ansible.
+testinfra_hosts = ["podman://molecule-opendkim"]
+
+KEY = "/etc/opendkim/keys/news.mailha.test/mailha.private"
+MESSAGE = (
+    "From: Campaign <campaign@news.mailha.test>\r\n"
+    "To: someone@inbox.test\r\n"
+    "Subject: DKIM test\r\n"
+    "Date: Mon, 01 Jan 2024 00:00:00 +0000\r\n"
+    "Message-ID: <dkim-test@news.mailha.test>\r\n"
+    "\r\n"
+    "Hello from the sending pair.\r\n"
+)
+
+
+def tags(signature):
+    """The tags of a DKIM-Signature header value, unfolded."""
+    value = re.sub(r"\s+", "", signature)
+    return dict(tag.split("=", 1) for tag in value.split(";") if "=" in tag)
+
+
+@pytest.fixture
+def message(host):
+    path = "/tmp/dkim-test.eml"  # noqa: S108 - inside the throwaway test container
+    host.check_output("printf '%%s' %s > %s", MESSAGE, path)
+    return path
+
+
+def test_opendkim_runs_and_listens_on_loopback(host):
+    assert host.service("opendkim").is_enabled
+    assert host.service("opendkim").is_running
+    assert host.socket("tcp://127.0.0.1:8891").is_listening
+    assert not host.socket("tcp://0.0.0.0:8891").is_listening
+
+
+def test_configuration_is_valid(host):
+    host.check_output("opendkim -n -x /etc/opendkim.conf")
+
+
+def test_key_is_private_to_opendkim(host):
+    key = host.file(KEY)
+    assert key.user == "opendkim"
+    assert key.group == "opendkim"
+    assert key.mode == 0o600
+    assert host.file("/etc/opendkim/keys/news.mailha.test").mode == 0o700
+
+
+def test_running_milter_signs(host, message):
+    headers = host.check_output("milter_sign.py 127.0.0.1 8891 < %s", message)
+    assert headers.startswith("DKIM-Signature:")
+    signature = tags(headers.split(":", 1)[1])
+    assert signature["d"] == "news.mailha.test"
+    assert signature["s"] == "mailha"
+    assert signature["a"] == "rsa-sha256"
+    assert signature["c"] == "relaxed/simple"
+
+
+def test_test_mode_signs_with_the_same_configuration(host, message):
+    # opendkim -t runs the message through the filter offline and prints the
+    # headers it would add.
+    out = host.run("opendkim -x /etc/opendkim.conf -t %s", message)
+    assert out.rc == 0, out.stderr
+    assert "DKIM-Signature:" in out.stdout
+    signature = tags(out.stdout.split("DKIM-Signature:", 1)[1])
+    assert (signature["d"], signature["s"]) == ("news.mailha.test", "mailha")
+
+
+def test_signature_verifies_with_the_public_key(host, message):
+    # The signed message, verified by OpenDKIM against the public key derived
+    # from the installed private key (TestPublicKeys instead of a DNS lookup).
+    host.check_output(
+        "set -e; cd /tmp; "
+        "{ milter_sign.py 127.0.0.1 8891 < %s | sed 's/$/\\r/'; cat %s; } > dkim-signed.eml; "
+        "p=$(openssl pkey -in %s -pubout | grep -v -- ----- | tr -d '\\n'); "
+        'echo "mailha._domainkey.news.mailha.test v=DKIM1; k=rsa; p=$p" > dkim-test-keys; '
+        "printf 'Mode v\\nTestPublicKeys /tmp/dkim-test-keys\\nAuthservID verify.test\\n' > dkim-verify.conf",
+        message,
+        message,
+        KEY,
+    )
+    # -vv prints the Authentication-Results header the verifier would add.
+    verified = host.check_output("opendkim -vv -x /tmp/dkim-verify.conf -t /tmp/dkim-signed.eml 2>&1")
+    assert "dkim=pass" in verified
+    assert "header.d=news.mailha.test" in verified
+    # The same signature over a changed body must fail.
+    host.check_output("sed -i 's/Hello/Hullo/' /tmp/dkim-signed.eml")
+    tampered = host.check_output("opendkim -vv -x /tmp/dkim-verify.conf -t /tmp/dkim-signed.eml 2>&1")
+    assert "dkim=fail" in tampered
