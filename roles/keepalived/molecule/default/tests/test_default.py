@@ -39,7 +39,7 @@ def log_has(state, priority):
 
 def epoch(stamp):
     parsed = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
-    return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return parsed.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def dumped_priority(node):

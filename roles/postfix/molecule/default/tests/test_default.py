@@ -178,7 +178,7 @@ def switch(host, state):
 
 def test_role_command_hands_over_on_standby(host):
     try:
-        for state in ("backup", "FAULT"):
+        for state in ("backup", "FAULT", "stop"):
             result, lines = switch(host, state)
             assert "rc=0" in lines, result.stderr
             assert "postfix reloaded" in lines[0]
