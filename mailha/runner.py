@@ -1,0 +1,131 @@
+"""Run the project's playbooks through ansible-runner, streaming progress.
+
+Tasks named "Step: ..." or "Precondition: ..." are the units an operator
+follows: each is reported when it ends, with its duration and result, and
+kept for the audit log. Everything else runs quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from mailha.audit import Step
+from mailha.errors import MailhaError
+
+REPORTED_PREFIXES = ("Step:", "Precondition:")
+
+
+@dataclass
+class PlaybookResult:
+    status: str
+    rc: int
+    steps: list[Step] = field(default_factory=list)
+    failure: str = ""
+    unreachable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0
+
+
+def _message(res: dict[str, Any]) -> str:
+    for key in ("msg", "stderr", "stdout"):
+        value = res.get(key)
+        if value:
+            text = " ".join(str(value).split())
+            return text[:400]
+    return "failed"
+
+
+class _Progress:
+    def __init__(self, on_step: Callable[[Step, str], None] | None):
+        self.on_step = on_step
+        self.started: dict[str, float] = {}
+        self.steps: dict[str, Step] = {}
+        self.failure = ""
+        self.unreachable: list[str] = []
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        name = (data.get("task") or "").strip()
+        reported = name.startswith(REPORTED_PREFIXES)
+        if kind == "playbook_on_task_start" and reported:
+            self.started.setdefault(name, time.monotonic())
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
+            host = data.get("host", "?")
+            res = data.get("res", {}) or {}
+            if kind == "runner_on_unreachable":
+                self.unreachable.append(host)
+            failed = kind == "runner_on_failed" and not data.get("ignore_errors")
+            if failed and not self.failure:
+                self.failure = f"{name or 'a task'} on {host}: {_message(res)}"
+            if reported:
+                self._record(name, kind, host, res, failed)
+        return True
+
+    def _record(self, name: str, kind: str, host: str, res: dict, failed: bool) -> None:
+        result = {"runner_on_ok": "ok", "runner_on_skipped": "skipped"}.get(kind, "failed")
+        if kind == "runner_on_failed" and not failed:
+            result = "ok"
+        step = self.steps.get(name)
+        if step is None:
+            step = self.steps[name] = Step(name=name, result=result)
+        elif result == "failed" or step.result == "skipped":
+            step.result = result
+        step.seconds = round(time.monotonic() - self.started.get(name, time.monotonic()), 2)
+        if result == "failed":
+            step.detail = f"{host}: {_message(res)}"
+        if self.on_step:
+            self.on_step(step, host)
+
+
+def run_playbook(
+    playbook: Path,
+    inventory: Path,
+    extravars: dict[str, Any] | None = None,
+    tags: str | None = None,
+    on_step: Callable[[Step, str], None] | None = None,
+) -> PlaybookResult:
+    """Run one playbook; never raises for a failed play, only for a runner that cannot start."""
+    repo = playbook.resolve().parent.parent
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        "ANSIBLE_CONFIG": str(repo / "ansible.cfg"),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(repo / "lab" / "containers.conf")),
+    }
+    progress = _Progress(on_step)
+    with tempfile.TemporaryDirectory(prefix="mailha-runner-") as private:
+        try:
+            result = ansible_runner.run(
+                private_data_dir=private,
+                playbook=str(playbook.resolve()),
+                inventory=str(inventory.resolve()),
+                extravars=extravars or {},
+                tags=tags,
+                envvars=env,
+                quiet=True,
+                event_handler=progress,
+                settings={"suppress_ansible_output": True},
+            )
+        except Exception as exc:  # ansible-runner raises bare exceptions for setup problems
+            raise MailhaError(f"could not start ansible-playbook: {exc}") from None
+    return PlaybookResult(
+        status=result.status,
+        rc=result.rc,
+        steps=list(progress.steps.values()),
+        failure=progress.failure,
+        unreachable=sorted(set(progress.unreachable)),
+    )
