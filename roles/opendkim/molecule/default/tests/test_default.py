@@ -28,7 +28,7 @@ def tags(signature):
 
 @pytest.fixture
 def message(host):
-    path = "/tmp/dkim-test.eml"  # noqa: S108 - inside the throwaway test container
+    path = "/tmp/dkim-test.eml"
     host.check_output("printf '%%s' %s > %s", MESSAGE, path)
     return path
 
