@@ -16,6 +16,8 @@ from mailha import __version__, terraform
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
 from mailha import status as status_mod
+from mailha import switch as switch_mod
+from mailha.audit import AuditLog
 from mailha.errors import BadInput
 
 CONTRACT_OUTPUT = "mailha"
@@ -96,6 +98,117 @@ def status_command(inventory_path: Path, output_format: str) -> None:
     render = status_mod.render_json if output_format == "json" else status_mod.render_table
     click.echo(render(topology))
     raise SystemExit(topology.exit_code)
+
+
+def _switch_options(function):
+    options = [
+        inventory_option,
+        output_option,
+        click.option("--reason", default="", help="Why: recorded in the audit log (mailha history)."),
+        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation."),
+        click.option("--dry-run", is_flag=True, help="Show the topology, preconditions and plan; change nothing."),
+        click.option(
+            "--mode",
+            type=click.Choice(["auto", "planned", "forced"]),
+            default="auto",
+            show_default=True,
+            help="planned: the active relay is up, drain it and hand its queue over; forced: proceed without it. "
+            "auto picks planned when the active relay answers.",
+        ),
+        click.option(
+            "--wait", "wait_lock", type=float, default=0.0, help="Seconds to wait for another switch to finish."
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.command("failover")
+@_switch_options
+def failover_command(inventory_path, output_format, reason, yes, dry_run, mode, wait_lock) -> None:
+    """Make the standby the active relay.
+
+    Shows the topology and the preconditions, asks, then drains the active
+    relay at the load balancer, moves the floating IP, hands the queue over,
+    updates DNS, and ends with a test message that must be delivered.
+    """
+    pair = pair_mod.load(inventory_path)
+    switch_mod.run_switch(
+        pair,
+        "failover",
+        reason,
+        yes=yes,
+        dry_run=dry_run,
+        mode=mode,
+        as_json=output_format == "json",
+        wait_lock=wait_lock,
+    )
+
+
+@main.command("failback")
+@_switch_options
+def failback_command(inventory_path, output_format, reason, yes, dry_run, mode, wait_lock) -> None:
+    """Return service to the primary (the inventory's MASTER relay).
+
+    Refuses while the primary is unhealthy, while a queue hand-over is
+    pending, or within the hold-down time after the last switch.
+    """
+    pair = pair_mod.load(inventory_path)
+    switch_mod.run_switch(
+        pair,
+        "failback",
+        reason,
+        yes=yes,
+        dry_run=dry_run,
+        mode=mode,
+        as_json=output_format == "json",
+        wait_lock=wait_lock,
+    )
+
+
+@main.command("history")
+@inventory_option
+@output_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many records.")
+def history_command(inventory_path: Path, output_format: str, limit: int) -> None:
+    """The audit log, newest first: every failover, failback, hand-over and drill.
+
+    Stored as JSON lines in $MAILHA_STATE_DIR/history.jsonl (default
+    /var/lib/mailha/<environment>/history.jsonl).
+    """
+    pair = pair_mod.load(inventory_path)
+    records = AuditLog(pair.state_dir).read()[:limit]
+    if output_format == "json":
+        click.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        click.echo(f"no switches recorded yet in {AuditLog(pair.state_dir).path}")
+        return
+    for record in records:
+        details = record.get("details", {})
+        target = f" -> {details['target']}" if "target" in details else ""
+        click.echo(
+            f"{record['started']}  {record['command']}{target}  {record['result']}  {record.get('seconds', 0):.1f}s  "
+            f"{record['operator']}  {record.get('reason') or '-'}"
+        )
+        for step in record.get("steps", []):
+            click.echo(f"    {step['result']:<7} {step['seconds']:>6.1f}s  {step['name']}")
+
+
+@main.group("queue")
+def queue_group() -> None:
+    """Queue operations."""
+
+
+@queue_group.command("handover")
+@inventory_option
+@click.option("--node", help="Relay whose queue to hand over (default: the one a forced failover left pending).")
+def handover_command(inventory_path: Path, node: str | None) -> None:
+    """Hand a returned relay's queue over to the active relay."""
+    pair = pair_mod.load(inventory_path)
+    switch_mod.run_handover(pair, node)
+    click.echo("queue handed over")
 
 
 def read_contract_file(path: Path) -> object:

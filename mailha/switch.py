@@ -1,0 +1,257 @@
+"""Failover and failback: one function for both, as patronictl does.
+
+Print the topology, decide the target and the mode, check preconditions
+(the playbook's "Precondition:" tasks), print the plan, ask unless --yes,
+take the switch lock, run the playbook with live progress, record everything
+in the audit log, and print the topology again. A failed step stops the run
+and says what state the pair is in and which command continues or rolls back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from mailha import status as status_mod
+from mailha.audit import AuditLog, Record, Step, now_iso, switch_lock
+from mailha.errors import MailhaError
+from mailha.pair import Pair
+from mailha.runner import PlaybookResult, run_playbook
+
+PLAYBOOKS = {"failover": "failover.yml", "failback": "failback.yml", "handover": "handover.yml"}
+PLAN = [
+    "drain the source relay at the load balancer (the target takes new submissions at once)",
+    "set VRRP priorities that survive a keepalived restart; release the floating IP on the source",
+    "wait until the target holds the floating IP",
+    "hand the source relay's queue over and count it empty",
+    "return the load balancer to its health checks",
+    "point the active-relay DNS record at the target by RFC 2136 (TSIG) and verify it",
+    "send a test message through the load balancer; the target must deliver it",
+]
+FORCED_SKIPS = {0, 3}  # forced mode does not touch the source's load balancer slot or queue
+
+
+@dataclass
+class SwitchOutcome:
+    command: str
+    target: str
+    source: str
+    mode: str
+    dry_run: bool
+    preconditions: list[Step] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    result: str = "pending"
+    message: str = ""
+    seconds: float = 0.0
+    before: dict | None = None
+    after: dict | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def pending_handover_path(pair: Pair) -> Path:
+    return pair.state_dir / "pending-handover.json"
+
+
+def pending_handover(pair: Pair) -> str | None:
+    path = pending_handover_path(pair)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text()).get("node")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def last_switch_age(log: AuditLog) -> float | None:
+    """Seconds since the last successful failover or failback, or None."""
+    for record in log.read():
+        if record.get("command") in ("failover", "failback") and record.get("result") == "ok":
+            finished = record.get("finished") or record.get("started")
+            when = datetime.fromisoformat(finished.replace("Z", "+00:00"))
+            return (datetime.now(UTC) - when).total_seconds()
+    return None
+
+
+def choose(pair: Pair, command: str, topology: status_mod.Topology, mode: str) -> tuple[str, str, str]:
+    """(target, source, mode) of the switch, or MailhaError saying why it cannot be done."""
+    if command == "failback":
+        target = next(n.name for n in pair.nodes.values() if n.designated_state == "MASTER")
+    else:
+        holders = topology.holders
+        primary = pair.designated_primary()
+        if len(holders) == 1 and holders[0] != primary:
+            raise MailhaError(
+                f"{holders[0]} is already active: keepalived failed over from {primary} on its own; "
+                f"'mailha queue handover --node {primary}' once it is back, then 'mailha failback'"
+            )
+        if len(holders) == 1:
+            target = pair.peer(holders[0]).name
+        else:
+            target = next(n.name for n in pair.nodes.values() if n.designated_state == "BACKUP")
+    source = pair.peer(target).name
+    if topology.holders == [target]:
+        raise MailhaError(f"{target} is already the active relay; nothing to {command}")
+    if mode == "auto":
+        view = topology.node(source)
+        mode = "planned" if view.agent_ok and view.smtp_ok else "forced"
+    return target, source, mode
+
+
+def refuse_failback(pair: Pair, topology: status_mod.Topology, target: str, log: AuditLog) -> None:
+    view = topology.node(target)
+    if not (view.smtp_ok and view.agent_ok and view.healthy):
+        raise MailhaError(f"refusing failback: the primary {target} is not healthy ({view.smtp_detail})")
+    pending = pending_handover(pair)
+    if pending:
+        raise MailhaError(
+            f"refusing failback: the queue of {pending} has not been handed over; run 'mailha queue handover' first"
+        )
+    hold_down = float(pair.settings["mailha_failback_hold_down_seconds"])
+    age = last_switch_age(log)
+    if age is not None and age < hold_down:
+        raise MailhaError(
+            f"refusing failback: the last switch was {age:.0f}s ago, within the hold-down of {hold_down:.0f}s; "
+            f"retry in {hold_down - age:.0f}s"
+        )
+
+
+def _echo_step(echo: Callable[[str], None]) -> Callable[[Step, str], None]:
+    marks = {"ok": "ok  ", "failed": "FAIL", "skipped": "skip"}
+
+    def show(step: Step, host: str) -> None:
+        echo(f"  [{marks.get(step.result, step.result)}] {step.name} ({host}, {step.seconds:.1f}s)")
+        if step.result == "failed" and step.detail:
+            echo(f"         {step.detail}")
+
+    return show
+
+
+def run_switch(
+    pair: Pair,
+    command: str,
+    reason: str,
+    *,
+    yes: bool,
+    dry_run: bool,
+    mode: str = "auto",
+    as_json: bool = False,
+    wait_lock: float = 0.0,
+    confirm: Callable[[str], bool] = lambda text: click.confirm(text, default=False),
+) -> SwitchOutcome:
+    echo = (lambda _text: None) if as_json else click.echo
+    log = AuditLog(pair.state_dir)
+    before = status_mod.gather(pair)
+    echo(status_mod.render_table(before))
+    target, source, mode = choose(pair, command, before, mode)
+    if command == "failback":
+        refuse_failback(pair, before, target, log)
+    outcome = SwitchOutcome(command, target, source, mode, dry_run, before=before.to_dict())
+    playbook = pair.repo_root / "playbooks" / PLAYBOOKS[command]
+    extravars = {"mailha_switch_to": target, "mailha_switch_mode": mode}
+
+    echo(f"\n{command}: make {target} the active relay ({mode}; source {source}). Preconditions:")
+    checks = run_playbook(playbook, pair.inventory_path, extravars, tags="preconditions", on_step=_echo_step(echo))
+    outcome.preconditions = checks.steps
+    if not checks.ok:
+        outcome.result, outcome.message = "refused", f"a precondition failed: {checks.failure}; nothing was changed"
+        if as_json:
+            click.echo(outcome.to_json())
+        raise MailhaError(outcome.message)
+
+    echo("Plan:")
+    for number, text in enumerate(PLAN):
+        skipped = mode == "forced" and number in FORCED_SKIPS
+        echo(f"  {number + 1}. {text}{' (skipped: forced)' if skipped else ''}")
+    if dry_run:
+        outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
+        echo(outcome.message)
+        if as_json:
+            click.echo(outcome.to_json())
+        return outcome
+    if not yes and not confirm(f"{command} to {target} now?"):
+        raise MailhaError("aborted: nothing was changed")
+
+    record = Record(command=command, reason=reason, environment=pair.environment)
+    record.details = {"target": target, "source": source, "mode": mode}
+    began = time.monotonic()
+    with switch_lock(pair.state_dir, wait=wait_lock):
+        echo("Switching:")
+        result = run_playbook(playbook, pair.inventory_path, extravars, on_step=_echo_step(echo))
+    outcome.steps = result.steps
+    outcome.seconds = record.seconds = round(time.monotonic() - began, 2)
+    record.steps = checks.steps + result.steps
+    record.finished = now_iso()
+    _conclude(pair, outcome, record, result)
+    log.append(record)
+    after = status_mod.gather(pair)
+    outcome.after = after.to_dict()
+    echo("")
+    echo(status_mod.render_table(after))
+    if as_json:
+        click.echo(outcome.to_json())
+    if outcome.result != "ok":
+        raise MailhaError(outcome.message)
+    echo(f"{command} to {target} done in {outcome.seconds:.1f}s")
+    return outcome
+
+
+def _conclude(pair: Pair, outcome: SwitchOutcome, record: Record, result: PlaybookResult) -> None:
+    if result.ok:
+        outcome.result = record.result = "ok"
+        pair.set_designated_primary(outcome.target)
+        if outcome.mode == "forced":
+            pending_handover_path(pair).write_text(json.dumps({"node": outcome.source, "since": now_iso()}) + "\n")
+        return
+    done = [s.name for s in result.steps if s.result == "ok"]
+    failed = next((s.name for s in result.steps if s.result == "failed"), "a step")
+    outcome.result = record.result = "failed"
+    record.details["failure"] = result.failure
+    moved = any("holds the floating IP" in name for name in done)
+    state = (
+        f"the floating IP is on {outcome.target}, later steps did not run"
+        if moved
+        else f"the floating IP did not move; {outcome.source} should still be active"
+    )
+    outcome.message = (
+        f"{outcome.command} stopped at '{failed}': {result.failure}. State: {state} (see 'mailha status'). "
+        f"Continue with 'mailha {outcome.command} --yes', or roll back with "
+        f"'mailha {'failback' if outcome.command == 'failover' else 'failover'} --yes'"
+    )
+
+
+def run_handover(pair: Pair, node: str | None, as_json: bool = False) -> PlaybookResult:
+    """Hand a returned relay's queue over to the active relay and clear the pending mark."""
+    echo = (lambda _text: None) if as_json else click.echo
+    pending = pending_handover(pair)
+    name = node or pending
+    if name is None:
+        raise MailhaError("no queue hand-over is pending; name the relay with --node to run one anyway")
+    pair.node(name)
+    log = AuditLog(pair.state_dir)
+    record = Record(command="queue-handover", reason=f"hand over the queue of {name}", environment=pair.environment)
+    began = time.monotonic()
+    with switch_lock(pair.state_dir):
+        result = run_playbook(
+            pair.repo_root / "playbooks" / PLAYBOOKS["handover"],
+            pair.inventory_path,
+            {"mailha_handover_from": name},
+            on_step=_echo_step(echo),
+        )
+    record.steps, record.seconds, record.finished = result.steps, round(time.monotonic() - began, 2), now_iso()
+    record.result = "ok" if result.ok else "failed"
+    log.append(record)
+    if not result.ok:
+        if result.unreachable:
+            raise MailhaError(f"{name} is unreachable; start it and retry 'mailha queue handover'")
+        raise MailhaError(f"queue hand-over from {name} failed: {result.failure}")
+    if pending == name:
+        pending_handover_path(pair).unlink(missing_ok=True)
+    return result
