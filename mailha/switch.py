@@ -82,26 +82,31 @@ def last_switch_age(log: AuditLog) -> float | None:
 
 def choose(pair: Pair, command: str, topology: status_mod.Topology, mode: str) -> tuple[str, str, str]:
     """(target, source, mode) of the switch, or MailhaError saying why it cannot be done."""
+    holders = topology.holders
+    primary = pair.designated_primary()
     if command == "failback":
         target = next(n.name for n in pair.nodes.values() if n.designated_state == "MASTER")
-    else:
-        holders = topology.holders
-        primary = pair.designated_primary()
-        if len(holders) == 1 and holders[0] != primary:
+    elif len(holders) == 1 and holders[0] != primary:
+        # keepalived already moved the floating IP on its own: make that switch
+        # complete and durable (priorities, DNS, test message) without the old
+        # primary, whose queue is handed over when it is back.
+        target = holders[0]
+        if mode == "planned":
             raise MailhaError(
-                f"{holders[0]} is already active: keepalived failed over from {primary} on its own; "
-                f"'mailha queue handover --node {primary}' once it is back, then 'mailha failback'"
+                f"{target} is already active after an automatic failover from {primary}; "
+                "a planned failover needs the old primary active, use --mode forced (or auto)"
             )
-        if len(holders) == 1:
-            target = pair.peer(holders[0]).name
-        else:
-            target = next(n.name for n in pair.nodes.values() if n.designated_state == "BACKUP")
+        mode = "forced"
+    elif len(holders) == 1:
+        target = pair.peer(holders[0]).name
+    else:
+        target = pair.peer(primary).name
     source = pair.peer(target).name
-    if topology.holders == [target]:
+    if holders == [target] and target == primary:
         raise MailhaError(f"{target} is already the active relay; nothing to {command}")
     if mode == "auto":
         view = topology.node(source)
-        mode = "planned" if view.agent_ok and view.smtp_ok else "forced"
+        mode = "planned" if view.agent_ok and view.smtp_ok and source in holders else "forced"
     return target, source, mode
 
 

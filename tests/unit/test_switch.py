@@ -45,10 +45,11 @@ def test_failover_is_forced_when_the_active_relay_does_not_answer(pair):
     assert switch.choose(pair, "failover", t, "auto")[2] == "forced"
 
 
-def test_failover_refuses_after_an_automatic_failover(pair):
+def test_failover_after_an_automatic_failover_completes_it_forced(pair):
     t = topology(node("mx1", state="FAULT", smtp=False), node("mx2", holds=True, state="MASTER", lb="UP"))
-    with pytest.raises(MailhaError, match="keepalived failed over from mx1 on its own"):
-        switch.choose(pair, "failover", t, "auto")
+    assert switch.choose(pair, "failover", t, "auto") == ("mx2", "mx1", "forced")
+    with pytest.raises(MailhaError, match="use --mode forced"):
+        switch.choose(pair, "failover", t, "planned")
 
 
 def test_failback_targets_the_inventory_master_and_refuses_when_already_there(pair):
