@@ -8,6 +8,7 @@ The generator is bounded in count and time and stops by itself.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 import threading
@@ -38,6 +39,7 @@ class Attempt:
     finished: float
     code: int | None
     reply: str
+    node: str | None = None  # the relay that greeted ("mailha node mx1" in its banner)
 
     @property
     def accepted(self) -> bool:
@@ -63,31 +65,49 @@ def build_message(msg_id: str, sender: str, recipient: str, subject: str) -> Ema
     return message
 
 
-def submit(target: Target, message: EmailMessage, timeout: float = 10.0) -> tuple[int | None, str]:
-    """Submit one message; return the final SMTP code and reply (code None if no reply)."""
-    sender, recipient = message["From"], message["To"]
+NODE_IN_BANNER = re.compile(r"mailha node (\S+)")
+
+
+@dataclass
+class Reply:
+    code: int | None
+    text: str
+    node: str | None = None
+
+
+def submit(target: Target, message: EmailMessage, timeout: float = 10.0) -> Reply:
+    """Submit one message; the final SMTP code and reply (code None if no reply) and who greeted."""
+    node = None
     try:
-        with smtplib.SMTP(target.host, target.port, timeout=timeout) as smtp:
-            code, reply = smtp.ehlo("mailha-client")
-            if code != 250:
-                return code, reply.decode(errors="replace")
-            if target.starttls:
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE  # the lab's relays use self-signed certificates
-                code, reply = smtp.starttls(context=context)
-                if code != 220:
-                    return code, reply.decode(errors="replace")
-                smtp.ehlo("mailha-client")
-            for step in (lambda: smtp.mail(sender), lambda: smtp.rcpt(recipient)):
-                code, reply = step()
-                if code not in (250, 251):
-                    return code, reply.decode(errors="replace")
-            code, reply = smtp.data(message.as_bytes())
-            return code, reply.decode(errors="replace")
+        with smtplib.SMTP(timeout=timeout) as smtp:
+            _, banner = smtp.connect(target.host, target.port)
+            found = NODE_IN_BANNER.search(banner.decode(errors="replace"))
+            node = found.group(1) if found else None
+            return Reply(*_transaction(smtp, target, message), node)
     except (OSError, smtplib.SMTPException) as exc:
         code = getattr(exc, "smtp_code", None)
-        return (code if isinstance(code, int) and code > 0 else None), f"{type(exc).__name__}: {exc}"
+        return Reply(code if isinstance(code, int) and code > 0 else None, f"{type(exc).__name__}: {exc}", node)
+
+
+def _transaction(smtp: smtplib.SMTP, target: Target, message: EmailMessage) -> tuple[int | None, str]:
+    sender, recipient = message["From"], message["To"]
+    code, reply = smtp.ehlo("mailha-client")
+    if code != 250:
+        return code, reply.decode(errors="replace")
+    if target.starttls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the lab's relays use self-signed certificates
+        code, reply = smtp.starttls(context=context)
+        if code != 220:
+            return code, reply.decode(errors="replace")
+        smtp.ehlo("mailha-client")
+    for step in (lambda: smtp.mail(sender), lambda: smtp.rcpt(recipient)):
+        code, reply = step()
+        if code not in (250, 251):
+            return code, reply.decode(errors="replace")
+    code, reply = smtp.data(message.as_bytes())
+    return code, reply.decode(errors="replace")
 
 
 @dataclass
@@ -149,8 +169,10 @@ class TrafficGenerator:
             msg_id = message_id(self.run_id, seq, self._domain)
             message = build_message(msg_id, self.sender, self.recipient, f"campaign {self.run_id} #{seq}")
             started = time.time()
-            code, reply = submit(target, message, timeout=self.timeout)
-            attempt = Attempt(seq, msg_id, str(target), started, time.time(), code, reply.strip())
+            reply = submit(target, message, timeout=self.timeout)
+            attempt = Attempt(
+                seq, msg_id, str(target), started, time.time(), reply.code, reply.text.strip(), reply.node
+            )
             with self._lock:
                 self.attempts.append(attempt)
 

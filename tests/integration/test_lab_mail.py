@@ -26,8 +26,8 @@ SENDER = "campaign@news.mailha.test"
 
 def send_one(target: Target, recipient: str = "subscriber@inbox.test") -> str:
     msg_id = message_id(new_run_id(), 0, "news.mailha.test")
-    code, reply = submit(target, build_message(msg_id, SENDER, recipient, "lab test"))
-    assert code == 250, f"{target} answered {code} {reply}"
+    reply = submit(target, build_message(msg_id, SENDER, recipient, "lab test"))
+    assert reply.code == 250, f"{target} answered {reply.code} {reply.text}"
     return msg_id
 
 
