@@ -53,6 +53,7 @@ class Pair:
     nodes: dict[str, Node]
     balancer: dict[str, Any]
     settings: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def floating_ip(self) -> str:
@@ -171,4 +172,5 @@ def load(inventory_path: Path) -> Pair:
         nodes=nodes,
         balancer=balancer,
         settings=load_settings(inventory_path),
+        groups={name: dict((group or {}).get("hosts") or {}) for name, group in children.items()},
     )
