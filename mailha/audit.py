@@ -92,10 +92,10 @@ class AuditLog:
 
 
 @contextlib.contextmanager
-def switch_lock(directory: Path, wait: float = 0.0) -> Iterator[None]:
-    """Hold the lock that lets one failover/failback/drill run at a time."""
+def switch_lock(directory: Path, wait: float = 0.0, name: str = "switch.lock") -> Iterator[None]:
+    """Hold the lock that lets one failover/failback (or, by name, one drill) run at a time."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-    path = directory / "switch.lock"
+    path = directory / name
     with open(path, "a+", encoding="utf-8") as handle:
         deadline = time.monotonic() + wait
         while True:
@@ -106,8 +106,9 @@ def switch_lock(directory: Path, wait: float = 0.0) -> Iterator[None]:
                 if time.monotonic() >= deadline:
                     handle.seek(0)
                     holder = handle.read().strip() or "another mailha command"
+                    what = "a drill" if name == "drill.lock" else "a switch"
                     raise MailhaError(
-                        f"a switch is already running ({holder}); wait for it, or retry with --wait SECONDS"
+                        f"{what} is already running ({holder}); wait for it, or retry with --wait SECONDS"
                     ) from None
                 time.sleep(0.2)
         handle.seek(0)

@@ -33,6 +33,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_queue_deferred_warning": 100,
     "mailha_test_recipient": "postmaster@inbox.test",
     "mailha_test_sender": "mailha-test@news.mailha.test",
+    "mailha_drill_max_outage_seconds": 2.0,
+    "mailha_drill_max_lost": 0,
+    "mailha_drill_max_duplicated": 0,
 }
 
 

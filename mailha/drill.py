@@ -1,0 +1,365 @@
+"""`mailha drill`: rehearse a failure on a live pair and measure it.
+
+1. Steady state first: a healthy pair, one holder of the floating IP, test mail flows.
+2. Bounded campaign traffic through the load balancer and the floating IP,
+   every attempt recorded with its time, reply and the relay that answered.
+3. The fault, and a timeline: injected, detected (keepalived's transition log),
+   floating IP moved, first 250 after the fault, load balancer switched.
+4. Restore the failed relay, hand its queue over, fail back, wait for empty queues.
+5. Reconcile by Message-ID at the recipient side: lost, duplicated, DKIM of the standby's mail.
+6. Steady state again. Report (report.json, report.html), audit record, SLO verdict.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dkim
+import dns.resolver
+
+from mailha import drill_report, probes
+from mailha import status as status_mod
+from mailha import switch as switch_mod
+from mailha.audit import AuditLog, Record, Step, now_iso
+from mailha.errors import MailhaError
+from mailha.lab import MASTER_PROCESS, PodmanHosts, RecipientSide, recipient_side
+from mailha.pair import Pair
+from mailha.traffic import Target, TrafficGenerator, build_message, message_id, new_run_id, submit
+
+SCENARIOS = ("mta-crash", "host-down", "network-partition", "keepalived-crash", "manual-failover")
+DEFAULT_SLOS = {"max_outage_seconds": 2.0, "max_lost": 0, "max_duplicated": 0}
+
+
+@dataclass
+class DrillSettings:
+    scenario: str
+    rate: float = 20.0
+    duration: float = 20.0
+    report_dir: Path | None = None
+    slos: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLOS))
+    settle_timeout: float = 180.0
+
+
+class Sampler(threading.Thread):
+    """Poll who holds the floating IP and what the load balancer sends to, every 0.2 s."""
+
+    def __init__(self, pair: Pair, interval: float = 0.2):
+        super().__init__(name="drill-sampler", daemon=True)
+        self.pair = pair
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.holders: list[tuple[float, str | None]] = []
+        self.balancer: list[tuple[float, dict[str, str]]] = []
+        port = pair.settings["mailha_agent_port"]
+        self.urls = {n: f"http://{node.address}:{port}/status" for n, node in pair.nodes.items()}
+        lb = pair.balancer.get("mailha_address")
+        self.stats_url = f"http://{lb}:{pair.settings['mailha_haproxy_stats_port']}/;csv"
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            now = time.time()
+            held = []
+            for name, url in self.urls.items():
+                code, document = probes.http_json(url, timeout=0.3)
+                if code == 200 and isinstance(document, dict) and document.get("holds_floating_ip"):
+                    held.append(name)
+            holder = held[0] if len(held) == 1 else ("split" if held else None)
+            self.holders.append((now, holder))
+            servers = probes.haproxy_servers(self.stats_url, timeout=0.3)
+            if isinstance(servers, dict):
+                self.balancer.append((now, servers))
+            self.stop_event.wait(max(0.0, self.interval - (time.time() - now)))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=5)
+
+    def first_balancer_switch(self, after: float, to: str) -> float | None:
+        for at, servers in self.balancer:
+            if at >= after and str(servers.get(to, "")).startswith("UP"):
+                others = [n for n, s in servers.items() if n != to and str(s).startswith("UP")]
+                if not others:
+                    return at
+        return None
+
+
+class Drill:
+    def __init__(self, pair: Pair, settings: DrillSettings, echo: Callable[[str], None]):
+        if settings.scenario not in SCENARIOS:
+            raise MailhaError(f"unknown scenario {settings.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        self.pair = pair
+        self.settings = settings
+        self.echo = echo
+        self.hosts = PodmanHosts(pair)
+        self.sink: RecipientSide = recipient_side(pair, self.hosts)
+        self.events: list[dict[str, Any]] = []
+        self.steps: list[Step] = []
+
+    # -- helpers ---------------------------------------------------------
+    def event(self, name: str, at: float | None = None) -> None:
+        self.events.append({"name": name, "at": at if at is not None else time.time()})
+
+    def step(self, name: str, action: Callable[[], Any]) -> Any:
+        began = time.monotonic()
+        self.echo(f"  {name} ...")
+        try:
+            value = action()
+        except MailhaError as exc:
+            self.steps.append(Step(name, "failed", round(time.monotonic() - began, 2), exc.message))
+            raise
+        self.steps.append(Step(name, "ok", round(time.monotonic() - began, 2)))
+        return value
+
+    def wait(self, predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise MailhaError(f"drill: timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(interval)
+
+    def send_and_confirm(self, subject: str) -> None:
+        msg_id = message_id(new_run_id(), 0, self.pair.settings["mailha_test_sender"].rsplit("@", 1)[1])
+        message = build_message(
+            msg_id, self.pair.settings["mailha_test_sender"], self.pair.settings["mailha_test_recipient"], subject
+        )
+        reply = submit(Target(self.pair.balancer["mailha_address"], 25), message)
+        if reply.code != 250:
+            raise MailhaError(f"test message refused by the load balancer: {reply.code} {reply.text}")
+        self.wait(lambda: self.sink.counts({msg_id})[0][msg_id] >= 1, 90, "the test message at the recipient side")
+
+    def steady_state(self, when: str) -> status_mod.Topology:
+        topology = status_mod.gather(self.pair)
+        if topology.verdict != status_mod.HEALTHY or len(topology.holders) != 1:
+            problems = "; ".join(p["problem"] for p in topology.problems) or "no single holder"
+            raise MailhaError(f"steady state {when} the drill is not met: {problems}")
+        self.send_and_confirm(f"mailha drill steady state {when}")
+        return topology
+
+    def vrrp_log(self, target: str) -> list[tuple[float, str]]:
+        log = "/var/log/mailha/vrrp-transitions.log"
+        out = self.hosts.exec(target, "tail", "-n", "200", log, check=False).stdout
+        entries = []
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 3:
+                try:
+                    at = datetime.fromisoformat(fields[0].replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    continue
+                entries.append((at, fields[2].upper()))
+        return entries
+
+    # -- faults ----------------------------------------------------------
+    def inject(self, active: str) -> None:
+        target = self.hosts.targets[active]
+        scenario = self.settings.scenario
+        self.event("fault_injected")
+        if scenario == "mta-crash":
+            self.hosts.exec(target, "pkill", "-9", "-f", MASTER_PROCESS)
+        elif scenario == "host-down":
+            self.hosts.podman("stop", "-t", "0", target)
+        elif scenario == "network-partition":
+            self.hosts.link(target, up=False)
+        elif scenario == "keepalived-crash":
+            self.hosts.exec(target, "pkill", "-9", "-x", "keepalived")
+        elif scenario == "manual-failover":
+            switch_mod.run_switch(self.pair, "failover", "drill manual-failover", yes=True, dry_run=False, as_json=True)
+
+    def restore(self, failed: str) -> None:
+        target = self.hosts.targets[failed]
+        scenario = self.settings.scenario
+        if scenario == "mta-crash":
+            self.hosts.exec(target, "systemctl", "restart", "postfix@-.service")
+        elif scenario == "host-down":
+            self.hosts.podman("start", target)
+            self.wait(
+                lambda: (
+                    self.hosts.exec(target, "systemctl", "is-system-running", check=False).stdout.strip()
+                    in ("running", "degraded")
+                ),
+                120,
+                f"{failed} to boot",
+            )
+        elif scenario == "network-partition":
+            self.hosts.link(target, up=True)
+        elif scenario == "keepalived-crash":
+            self.hosts.exec(target, "systemctl", "restart", "keepalived")
+        self.event("restored")
+
+    def healthy(self, name: str) -> bool:
+        node = self.pair.nodes[name]
+        code, _ = probes.http_json(f"http://{node.address}:{self.pair.settings['mailha_agent_port']}/status", 1.0)
+        return code == 200 and probes.smtp_greeting(node.address, 25, 1.0).ok
+
+    def queues_empty(self) -> bool:
+        for node in self.pair.nodes.values():
+            code, document = probes.http_json(
+                f"http://{node.address}:{self.pair.settings['mailha_agent_port']}/status", 1.0
+            )
+            if code != 200 or not isinstance(document, dict) or sum((document.get("queue") or {}).values()) > 0:
+                return False
+        return True
+
+    def fail_back(self) -> None:
+        topology = status_mod.gather(self.pair)
+        primary = next(n.name for n in self.pair.nodes.values() if n.designated_state == "MASTER")
+        if topology.holders == [primary]:
+            self.pair.set_designated_primary(primary)
+            return
+        hold_down = float(self.pair.settings["mailha_failback_hold_down_seconds"])
+        age = switch_mod.last_switch_age(AuditLog(self.pair.state_dir))
+        if age is not None and age < hold_down:
+            self.echo(f"  waiting {hold_down - age:.0f}s for the failback hold-down")
+            time.sleep(hold_down - age + 0.5)
+        switch_mod.run_switch(self.pair, "failback", "drill restore", yes=True, dry_run=False, as_json=True)
+
+    # -- the drill -------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        settings = self.settings
+        started = time.time()
+        self.echo(f"drill {settings.scenario}: rate {settings.rate}/s for {settings.duration:.0f}s")
+        before = self.step("check the steady state", lambda: self.steady_state("before"))
+        active = before.holders[0]
+        standby = self.pair.peer(active).name
+        balancer, floating = self.pair.balancer["mailha_address"], self.pair.floating_ip
+        traffic = TrafficGenerator(
+            targets=[Target(balancer, 25), Target(floating, 25)],
+            rate=settings.rate,
+            max_messages=int(settings.rate * settings.duration) + 1,
+            max_seconds=settings.duration,
+            sender=self.pair.settings["mailha_test_sender"],
+            recipient="subscriber@" + self.pair.settings["mailha_test_recipient"].rsplit("@", 1)[1],
+        )
+        sampler = Sampler(self.pair)
+        sampler.start()
+        traffic.start()
+        fault_at = 0.0
+        try:
+            time.sleep(min(3.0, settings.duration / 3))
+            self.step(f"inject {settings.scenario} on {active}", lambda: self.inject(active))
+            fault_at = self.events[-1]["at"]
+            self.step(
+                f"wait until {standby} holds the floating IP",
+                lambda: self.wait(lambda: sampler.holders and sampler.holders[-1][1] == standby, 30, "the move", 0.1),
+            )
+            attempts = traffic.wait()
+        finally:
+            traffic.stop()
+        if settings.scenario != "manual-failover":
+            self.step(f"restore {active}", lambda: self.restore(active))
+        self.step(f"wait until {active} is healthy", lambda: self.wait(lambda: self.healthy(active), 120, "health"))
+        if settings.scenario != "manual-failover" and status_mod.gather(self.pair).holders != [active]:
+            self.step(f"hand the queue of {active} over", lambda: switch_mod.run_handover(self.pair, active, True))
+        self.step("fail back", self.fail_back)
+        self.step("wait for empty queues", lambda: self.wait(self.queues_empty, settings.settle_timeout, "queues"))
+        sampler.stop()
+        self.timeline(active, standby, fault_at, attempts, sampler)
+
+        wanted = {a.message_id for a in attempts}
+        counts, entries = self.step("count at the recipient side", lambda: self.sink.counts(wanted))
+        dkim_results = self.check_dkim(attempts, entries, standby)
+        self.step("check the steady state again", lambda: self.steady_state("after"))
+        report = drill_report.build_report(
+            scenario=settings.scenario,
+            started=started,
+            fault_at=fault_at,
+            attempts=attempts,
+            delivered=dict(counts),
+            dkim=dkim_results,
+            holder_samples=sampler.holders,
+            events=sorted(self.events, key=lambda e: e["at"]),
+            slos=settings.slos,
+            config={
+                "rate": settings.rate,
+                "duration": settings.duration,
+                "active_before": active,
+                "standby_before": standby,
+                "environment": self.pair.environment,
+                "steps": [vars(s) for s in self.steps],
+            },
+        )
+        return report
+
+    def timeline(self, active: str, standby: str, fault_at: float, attempts, sampler: Sampler) -> None:
+        failed_log = [] if self.settings.scenario == "host-down" else self.vrrp_log(self.hosts.targets[active])
+        standby_log = self.vrrp_log(self.hosts.targets[standby])
+        detected = [at for at, state in failed_log if at >= fault_at and state in ("FAULT", "BACKUP", "STOP")]
+        moved = [at for at, state in standby_log if at >= fault_at and state == "MASTER"]
+        candidates = detected[:1] + moved[:1]
+        if candidates:
+            self.event("failure_detected", min(candidates))
+        if moved:
+            self.event("floating_ip_moved", moved[0])
+        after = sorted(a.finished for a in attempts if a.accepted and a.started >= fault_at and a.node == standby)
+        if after:
+            self.event("first_accept_from_standby", after[0])
+        switched = sampler.first_balancer_switch(fault_at, standby)
+        if switched:
+            self.event("balancer_switched", switched)
+
+    def check_dkim(self, attempts, entries: dict[str, dict], standby: str, sample: int = 10) -> dict[str, bool]:
+        """Verify the DKIM signature of up to `sample` messages the standby accepted."""
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [self.pair.nameserver]
+        resolver.lifetime = 3
+
+        def dnsfunc(name, timeout=5):
+            name = name.decode() if isinstance(name, bytes) else name
+            return b"".join(b"".join(r.strings) for r in resolver.resolve(name, "TXT"))
+
+        results = {}
+        served = [a.message_id for a in attempts if a.accepted and a.node == standby and a.message_id in entries]
+        for msg_id in served[:sample]:
+            raw = self.sink.raw(entries[msg_id]["file"])
+            try:
+                results[msg_id] = bool(dkim.verify(raw, dnsfunc=dnsfunc))
+            except dkim.DKIMException:
+                results[msg_id] = False
+        return results
+
+
+def run_drill(pair: Pair, settings: DrillSettings, echo: Callable[[str], None]) -> tuple[dict[str, Any], int]:
+    """Run a drill, write its report, append the audit record; (report, exit code)."""
+    drill = Drill(pair, settings, echo)
+    record = Record(command="drill", reason=settings.scenario, environment=pair.environment)
+    began = time.monotonic()
+    try:
+        report = drill.run()
+    except MailhaError as exc:
+        record.result, record.steps, record.finished = "failed", drill.steps, now_iso()
+        record.details = {"scenario": settings.scenario, "failure": exc.message}
+        AuditLog(pair.state_dir).append(record)
+        raise
+    record.seconds = round(time.monotonic() - began, 2)
+    record.steps, record.finished = drill.steps, now_iso()
+    passed = report["verdict"]["passed"]
+    record.result = "ok" if passed else "slo-breached"
+    record.details = {"scenario": settings.scenario, "figures": report.get("figures", {})}
+    if settings.report_dir is not None:
+        json_path, html_path = drill_report.write_report(settings.report_dir, report)
+        report["files"] = {"json": str(json_path), "html": str(html_path)}
+        record.details["report"] = str(settings.report_dir)
+    AuditLog(pair.state_dir).append(record)
+    return report, 0 if passed else 3
+
+
+def slos_from_settings(pair: Pair) -> dict[str, float]:
+    slos = dict(DEFAULT_SLOS)
+    for key in DEFAULT_SLOS:
+        value = pair.settings.get(f"mailha_drill_{key}")
+        if value is not None:
+            slos[key] = value
+    return slos
+
+
+def today_dir(base: Path, scenario: str) -> Path:
+    return base / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{scenario}"
