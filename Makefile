@@ -53,8 +53,8 @@ destroy: ## Remove everything the lab made (containers, network, Terraform state
 
 .PHONY: lint
 lint: deps ## ruff, yamllint, ansible-lint (production profile), terraform fmt
-	ruff check mailha tests roles
-	ruff format --check mailha tests
+	ruff check mailha tests roles benchmarks plugins
+	ruff format --check mailha tests benchmarks plugins
 	yamllint -s .
 	ansible-lint --profile production --offline -q
 	terraform fmt -check -recursive terraform
@@ -83,6 +83,10 @@ unit: deps ## Unit tests (no lab needed)
 .PHONY: integration
 integration: deps ## Integration tests on the provisioned lab
 	pytest tests/integration $(PYTEST_ARGS)
+
+.PHONY: benchmark
+benchmark: deps ## Failover benchmark on the lab, tuned vs stock keepalived timings (RUNS=3)
+	python benchmarks/failover.py --runs $${RUNS:-3}
 
 .PHONY: test
 test: lint tf-test molecule provision ## The whole suite: lint, Terraform tests, Molecule, lab, pytest
