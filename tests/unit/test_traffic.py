@@ -1,0 +1,94 @@
+"""The traffic generator against a real SMTP server on loopback."""
+
+import socket
+import socketserver
+import threading
+
+import pytest
+
+from mailha.traffic import Target, TrafficGenerator, accepted_ids, build_message, submit
+
+
+class _Session(socketserver.StreamRequestHandler):
+    def handle(self):
+        server = self.server
+        self.wfile.write(b"220 mta.mailha.test ESMTP mailha node mxT\r\n")
+        while line := self.rfile.readline():
+            verb = line.decode().strip().split(" ")[0].upper()
+            if verb == "EHLO":
+                self.wfile.write(b"250-mta.mailha.test\r\n250 8BITMIME\r\n")
+            elif verb == "RCPT":
+                self.wfile.write(server.rcpt_reply)
+            elif verb == "DATA":
+                self.wfile.write(b"354 go ahead\r\n")
+                while self.rfile.readline() not in (b".\r\n", b""):
+                    pass
+                server.received += 1
+                self.wfile.write(b"250 2.0.0 Ok: queued as ABC\r\n")
+            elif verb == "QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+@pytest.fixture
+def smtp_server():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Session)
+    server.daemon_threads = True
+    server.received = 0
+    server.rcpt_reply = b"250 ok\r\n"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_submit_reports_code_and_the_relay_that_greeted(smtp_server):
+    target = Target("127.0.0.1", smtp_server.server_address[1])
+    reply = submit(target, build_message("<a@b>", "c@news.mailha.test", "s@inbox.test", "t"))
+    assert (reply.code, reply.node) == (250, "mxT")
+    assert smtp_server.received == 1
+
+
+def test_refused_recipient_is_not_acknowledged(smtp_server):
+    smtp_server.rcpt_reply = b"554 5.7.1 Relay access denied\r\n"
+    reply = submit(Target("127.0.0.1", smtp_server.server_address[1]), build_message("<a@b>", "c@d", "s@e", "t"))
+    assert reply.code == 554 and "Relay access denied" in reply.text
+    assert smtp_server.received == 0
+
+
+def test_connection_refused_has_no_code():
+    reply = submit(Target("127.0.0.1", free_port()), build_message("<a@b>", "c@d", "s@e", "t"), timeout=2)
+    assert reply.code is None and "ConnectionRefusedError" in reply.text
+
+
+def test_generator_is_bounded_by_count(smtp_server):
+    target = Target("127.0.0.1", smtp_server.server_address[1])
+    attempts = TrafficGenerator([target], rate=200, max_messages=25, max_seconds=30).start().wait()
+    assert len(attempts) == 25
+    assert len(set(accepted_ids(attempts))) == 25 == smtp_server.received
+    assert [a.seq for a in attempts] == list(range(25))
+
+
+def test_generator_is_bounded_by_time_and_stops_on_request(smtp_server):
+    target = Target("127.0.0.1", smtp_server.server_address[1])
+    attempts = TrafficGenerator([target], rate=5, max_messages=10_000, max_seconds=1).start().wait()
+    assert 1 <= len(attempts) <= 7
+    generator = TrafficGenerator([target], rate=5, max_messages=10_000, max_seconds=60).start()
+    stopped = generator.stop()
+    assert len(stopped) <= 2
+
+
+def test_generator_rejects_nonsense():
+    with pytest.raises(ValueError, match="at least one target"):
+        TrafficGenerator([], rate=1, max_messages=1, max_seconds=1)
+    with pytest.raises(ValueError, match="must be positive"):
+        TrafficGenerator([Target("127.0.0.1")], rate=0, max_messages=1, max_seconds=1)
