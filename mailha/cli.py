@@ -12,13 +12,14 @@ from pathlib import Path
 
 import click
 
-from mailha import __version__, terraform
+from mailha import __version__, drill_report, terraform
+from mailha import drill as drill_mod
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
 from mailha import status as status_mod
 from mailha import switch as switch_mod
-from mailha.audit import AuditLog
-from mailha.errors import BadInput
+from mailha.audit import AuditLog, switch_lock
+from mailha.errors import BadInput, MailhaError
 
 CONTRACT_OUTPUT = "mailha"
 DEFAULT_INVENTORY = Path("inventories/lab/hosts.yml")
@@ -194,6 +195,40 @@ def history_command(inventory_path: Path, output_format: str, limit: int) -> Non
         )
         for step in record.get("steps", []):
             click.echo(f"    {step['result']:<7} {step['seconds']:>6.1f}s  {step['name']}")
+
+
+@main.command("drill")
+@inventory_option
+@output_option
+@click.option("--scenario", type=click.Choice(list(drill_mod.SCENARIOS)), required=True)
+@click.option("--rate", type=click.FloatRange(min=0.1, max=200), default=20, show_default=True, help="Messages/s.")
+@click.option("--duration", type=click.FloatRange(min=5, max=600), default=20, show_default=True, help="Seconds.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), help="Report directory.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def drill_command(inventory_path, output_format, scenario, rate, duration, report_dir, yes) -> None:
+    """Rehearse a failure under load and measure outage, loss and duplicates.
+
+    Injects a real fault on the active relay, restores it, fails back, and
+    reconciles every acknowledged message at the recipient side. Exit code:
+    0 every target (SLO) met, 3 a target breached, 1 the drill could not run.
+    """
+    pair = pair_mod.load(inventory_path)
+    if not yes and not click.confirm(f"inject {scenario} on the active relay of {pair.environment} now?"):
+        raise MailhaError("aborted: nothing was changed")
+    settings = drill_mod.DrillSettings(
+        scenario=scenario, rate=rate, duration=duration, report_dir=report_dir, slos=drill_mod.slos_from_settings(pair)
+    )
+    echo = (lambda _text: None) if output_format == "json" else click.echo
+    # One drill at a time; the switches a drill runs take the switch lock themselves.
+    with switch_lock(pair.state_dir, name="drill.lock"):
+        report, code = drill_mod.run_drill(pair, settings, echo)
+    if output_format == "json":
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(drill_report.render_summary(report))
+        if "files" in report:
+            click.echo(f"report: {report['files']['html']}")
+    raise SystemExit(code)
 
 
 @main.group("queue")
