@@ -34,7 +34,8 @@ image: deps ## Build the lab image (reused while its package list is unchanged)
 provision: image ## Build the lab (Terraform), write the inventory, configure it (site.yml)
 	@image=$$(scripts/build-image.sh); \
 	terraform -chdir=$(TF_DIR) init -input=false >/dev/null; \
-	terraform -chdir=$(TF_DIR) apply -input=false -auto-approve -var image=$$image
+	replace=$$(scripts/lab-drift.sh $(TF_DIR)); \
+	terraform -chdir=$(TF_DIR) apply -input=false -auto-approve -var image=$$image $$replace
 	@mailha inventory --terraform-dir $(TF_DIR) --output $(INVENTORY)
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	@scripts/lab-summary.sh $(INVENTORY)

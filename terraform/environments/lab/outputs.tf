@@ -2,3 +2,8 @@ output "mailha" {
   description = "The mailha output contract (docs/design.md); scripts turn it into inventories/lab/hosts.yml."
   value       = module.contract.contract
 }
+
+output "network_name" {
+  description = "The lab's podman network."
+  value       = module.network.name
+}
