@@ -148,6 +148,8 @@ def test_master_cf(host):
     # Outbound mail leaves from the bound address; the hand-over never does.
     assert f"smtp/unix/smtp_bind_address = {FLOATING_IP}" in options
     assert "relay/unix/smtp_bind_address =" in options
+    # A hand-over never bounces acknowledged mail (see master.cf).
+    assert "relay/unix/soft_bounce = yes" in options
     for port in (10025, 10587):
         assert f"{port}/inet/smtpd_upstream_proxy_protocol = haproxy" in options
     assert "10587/inet/smtpd_tls_security_level = encrypt" in options
