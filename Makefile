@@ -54,8 +54,8 @@ destroy: ## Remove everything the lab made (containers, network, Terraform state
 
 .PHONY: lint
 lint: deps ## ruff, yamllint, ansible-lint (production profile), terraform fmt
-	ruff check mailha tests roles benchmarks plugins
-	ruff format --check mailha tests benchmarks plugins
+	ruff check mailha tests roles benchmarks plugins molecule
+	ruff format --check mailha tests benchmarks plugins molecule
 	yamllint -s .
 	ansible-lint --profile production --offline -q
 	terraform fmt -check -recursive terraform
@@ -76,6 +76,12 @@ molecule: image ## Molecule default scenario of every role (ROLES="a b" for some
 	  echo "== molecule: $$role"; \
 	  (cd roles/$$role && molecule test) || exit 1; \
 	done
+
+.PHONY: molecule-failover
+molecule-failover: image ## The multi-node failover scenario (kills the primary's MTA; scheduled CI runs it)
+	@podman network exists mailha-molecule || \
+	  podman network create --internal --subnet 10.213.1.0/24 mailha-molecule >/dev/null
+	molecule test -s failover
 
 .PHONY: unit
 unit: deps ## Unit tests (no lab needed)
