@@ -53,12 +53,15 @@ def zones(
     dkim_public_key: str,
     recipient_domains: Iterable[str],
     recipient_mx: str,
+    sender_mx: str | None = None,
     dmarc_policy: str = "reject",
 ) -> list[dict[str, Any]]:
     """Every zone of the pair: the forward zone, the recipient domains, the reverse zones.
 
     `hosts` maps a short name to at least {"mailha_address", "mailha_fqdn"}
-    (Ansible's hostvars). Records are sorted so the result is stable.
+    (Ansible's hostvars). `sender_mx` receives the sender domain's bounces
+    (the lab: the recipient side); without it the domain has no MX.
+    Records are sorted so the result is stable.
     """
     forward: list[dict[str, str]] = []
     pointers: dict[str, list[dict[str, str]]] = {}
@@ -80,7 +83,6 @@ def zones(
         {"name": _label(sending_host, zone), "type": "TXT", "value": "v=spf1 a -all"},
         {"name": _label(submission_host, zone), "type": "A", "value": load_balancer_address},
         {"name": sender, "type": "TXT", "value": f"v=spf1 ip4:{floating_ip} -all"},
-        {"name": sender, "type": "MX", "value": f"10 {sending_host.rstrip('.')}."},
         {"name": f"{dkim_selector}._domainkey.{sender}", "type": "TXT", "value": dkim_txt(dkim_public_key)},
         {
             "name": f"_dmarc.{sender}",
@@ -88,6 +90,8 @@ def zones(
             "value": f"v=DMARC1; p={dmarc_policy}; adkim=s; aspf=r",
         },
     ]
+    if sender_mx:
+        forward.append({"name": sender, "type": "MX", "value": f"10 {sender_mx.rstrip('.')}."})
     add_pointer(floating_ip, sending_host)
 
     result = [{"name": zone.rstrip("."), "records": forward}]

@@ -38,7 +38,9 @@ class PlaybookResult:
 
 
 def _message(res: dict[str, Any]) -> str:
-    for key in ("msg", "stderr", "stdout"):
+    # A failed command says why on stderr; its "msg" is only "non-zero return code".
+    keys = ("stderr", "msg", "stdout") if res.get("msg") == "non-zero return code" else ("msg", "stderr", "stdout")
+    for key in keys:
         value = res.get(key)
         if value:
             text = " ".join(str(value).split())

@@ -38,6 +38,12 @@ def test_forward_zone_has_hosts_identity_and_policy_records():
     assert forward[("news", "TXT")] == "v=spf1 ip4:10.213.0.100 -all"
     assert forward[("mailha._domainkey.news", "TXT")] == "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEF"
     assert forward[("_dmarc.news", "TXT")].startswith("v=DMARC1; p=reject")
+    assert ("news", "MX") not in forward
+
+
+def test_sender_domain_mx_receives_bounces_when_given():
+    forward = records(dns_records.zones(HOSTS, **ARGS, sender_mx="sink.mailha.test"), "mailha.test")
+    assert forward[("news", "MX")] == "10 sink.mailha.test."
 
 
 def test_reverse_zone_maps_the_floating_ip_to_the_sending_host():

@@ -150,6 +150,7 @@ def test_master_cf(host):
     assert "relay/unix/smtp_bind_address =" in options
     # A hand-over never bounces acknowledged mail (see master.cf).
     assert "relay/unix/soft_bounce = yes" in options
+    assert "relay/unix/smtp_data_done_timeout = 20s" in options
     for port in (10025, 10587):
         assert f"{port}/inet/smtpd_upstream_proxy_protocol = haproxy" in options
     assert "10587/inet/smtpd_tls_security_level = encrypt" in options
