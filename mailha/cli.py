@@ -134,17 +134,7 @@ def failover_command(inventory_path, output_format, reason, yes, dry_run, mode, 
     relay at the load balancer, moves the floating IP, hands the queue over,
     updates DNS, and ends with a test message that must be delivered.
     """
-    pair = pair_mod.load(inventory_path)
-    switch_mod.run_switch(
-        pair,
-        "failover",
-        reason,
-        yes=yes,
-        dry_run=dry_run,
-        mode=mode,
-        as_json=output_format == "json",
-        wait_lock=wait_lock,
-    )
+    _switch("failover", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock)
 
 
 @main.command("failback")
@@ -155,10 +145,13 @@ def failback_command(inventory_path, output_format, reason, yes, dry_run, mode, 
     Refuses while the primary is unhealthy, while a queue hand-over is
     pending, or within the hold-down time after the last switch.
     """
-    pair = pair_mod.load(inventory_path)
+    _switch("failback", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock)
+
+
+def _switch(command, inventory_path, output_format, reason, yes, dry_run, mode, wait_lock) -> None:
     switch_mod.run_switch(
-        pair,
-        "failback",
+        pair_mod.load(inventory_path),
+        command,
         reason,
         yes=yes,
         dry_run=dry_run,

@@ -29,10 +29,12 @@ import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from mailha.traffic import Attempt
 
 SCHEMA = "mailha-drill-report/1"
 SPLIT = "split"
@@ -41,20 +43,8 @@ UNKNOWN_NODE = "unknown"  # an accepted attempt whose greeting named no node
 KNOWN_SLOS = ("max_outage_seconds", "max_lost", "max_duplicated", "max_unsigned", "max_split_seconds")
 
 
-@dataclass(frozen=True)
-class _Attempt:
-    seq: int
-    message_id: str
-    target: str
-    started: float
-    finished: float
-    code: int | None
-    reply: str
-    node: str | None
-
-    @property
-    def accepted(self) -> bool:
-        return self.code == 250
+# One attempt as traffic.py records it; dicts (from report.json) are read into it.
+_Attempt = Attempt
 
 
 def _attempt(item: Any) -> _Attempt:
