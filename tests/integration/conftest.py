@@ -1,10 +1,48 @@
 """Fixtures for tests on the provisioned lab (make provision)."""
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from tests.integration.labtools import Lab, load_lab
+from tests.integration.labtools import INVENTORY, Lab, load_lab
+
+MAILHA = str(Path(sys.executable).parent / "mailha")
 
 
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     return load_lab()
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Run the mailha console script against the lab, with a state directory of the module's own."""
+    env = dict(os.environ, MAILHA_STATE_DIR=str(tmp_path_factory.mktemp("mailha-state")))
+
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        began = time.monotonic()
+        result = subprocess.run(
+            [MAILHA, *args, "--inventory", str(INVENTORY)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        result.seconds = time.monotonic() - began
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def on_primary(lab, cli):
+    """Start from mx1 active: an earlier test may have left the floating IP on mx2."""
+    if lab.active() != "mx1":
+        result = cli("failback", "--yes", "--reason", "test setup")
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert lab.active() == "mx1"

@@ -4,50 +4,16 @@ with campaign traffic through the load balancer for the whole run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from mailha.traffic import Target, TrafficGenerator, accepted_ids
-from tests.integration.labtools import INVENTORY, wait_for
+from tests.integration.labtools import wait_for
 
 pytestmark = pytest.mark.lab
 
-MAILHA = str(Path(sys.executable).parent / "mailha")
 HOLD_DOWN = 30  # inventories/lab/group_vars/all/mailha.yml
-
-
-@pytest.fixture(scope="module")
-def cli(tmp_path_factory):
-    env = dict(os.environ, MAILHA_STATE_DIR=str(tmp_path_factory.mktemp("mailha-state")))
-
-    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        began = time.monotonic()
-        result = subprocess.run(
-            [MAILHA, *args, "--inventory", str(INVENTORY)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-        result.seconds = time.monotonic() - began
-        return result
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def on_primary(lab, cli):
-    """Start from mx1 active (an earlier test may have left the floating IP on mx2)."""
-    if lab.active() != "mx1":
-        result = cli("failback", "--yes", "--reason", "test setup")
-        assert result.returncode == 0, result.stdout + result.stderr
-    assert lab.active() == "mx1"
 
 
 def switch_under_traffic(lab, cli, *args: str):

@@ -3,45 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.integration.labtools import INVENTORY
-
 pytestmark = pytest.mark.lab
-
-MAILHA = str(Path(sys.executable).parent / "mailha")
 
 
 @pytest.mark.parametrize("scenario", ["mta-crash", "network-partition"])
-def test_drill_loses_nothing_and_reports_the_timeline(lab, tmp_path, scenario):
+def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, on_primary, tmp_path, scenario):
     report_dir = tmp_path / scenario
-    env = dict(os.environ, MAILHA_STATE_DIR=str(tmp_path / "state"))
-    result = subprocess.run(
-        [
-            MAILHA,
-            "drill",
-            "--scenario",
-            scenario,
-            "--rate",
-            "10",
-            "--duration",
-            "12",
-            "--yes",
-            "--report",
-            str(report_dir),
-            "--inventory",
-            str(INVENTORY),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
+    result = cli(
+        "drill", "--scenario", scenario, "--rate", "10", "--duration", "12", "--yes", "--report", str(report_dir)
     )
     assert result.returncode in (0, 3), result.stdout + result.stderr
     report = json.loads((report_dir / "report.json").read_text())
