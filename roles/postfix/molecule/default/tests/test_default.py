@@ -191,6 +191,15 @@ def test_role_command_hands_over_on_standby(host):
     assert lines[1:] == ["rc=0", "running", "size=0"], (lines, result.stderr)
 
 
+def test_role_command_holds_mail_during_a_switch(host):
+    try:
+        result, lines = switch(host, "hold")
+        assert "rc=0" in lines, result.stderr
+        assert lines[-1].startswith("retry:4.3.2 held while a switch"), lines
+    finally:
+        switch(host, "master")
+
+
 def test_role_command_rejects_unknown_state(host):
     result, lines = switch(host, "primary")
     assert "rc=2" in lines
