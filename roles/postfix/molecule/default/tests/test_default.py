@@ -195,7 +195,8 @@ def test_role_command_holds_mail_during_a_switch(host):
     try:
         result, lines = switch(host, "hold")
         assert "rc=0" in lines, result.stderr
-        assert lines[-1].startswith("retry:4.3.2 held while a switch"), lines
+        assert lines[-1] == f"hold:[{FLOATING_IP}]:25", lines
+        assert host.check_output("postconf -h defer_transports") == "hold"
     finally:
         switch(host, "master")
 
