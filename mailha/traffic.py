@@ -80,6 +80,9 @@ def submit(target: Target, message: EmailMessage, timeout: float = 10.0) -> Repl
     node = None
     try:
         with smtplib.SMTP(timeout=timeout) as smtp:
+            # Connecting here (not in the constructor) returns the banner; the
+            # constructor would also have recorded the host STARTTLS needs.
+            smtp._host = target.host
             _, banner = smtp.connect(target.host, target.port)
             found = NODE_IN_BANNER.search(banner.decode(errors="replace"))
             node = found.group(1) if found else None
