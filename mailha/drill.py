@@ -117,14 +117,10 @@ class Drill:
         return value
 
     def wait(self, predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise MailhaError(f"drill: timed out after {timeout:.0f}s waiting for {what}")
-            time.sleep(interval)
+        value = probes.poll(predicate, timeout, interval)
+        if not value:
+            raise MailhaError(f"drill: timed out after {timeout:.0f}s waiting for {what}")
+        return value
 
     def send_and_confirm(self, subject: str) -> None:
         msg_id = message_id(new_run_id(), 0, self.pair.settings["mailha_test_sender"].rsplit("@", 1)[1])

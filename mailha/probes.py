@@ -27,6 +27,18 @@ class SmtpProbe:
     detail: str
 
 
+def poll(predicate, timeout: float, interval: float):
+    """Call `predicate` until it returns a truthy value, which is returned; None after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
 def smtp_greeting(host: str, port: int = 25, timeout: float = 1.0) -> SmtpProbe:
     """Read the greeting: healthy means a 220 line within `timeout` seconds."""
     began = time.monotonic()

@@ -13,7 +13,7 @@ from pathlib import Path
 import dns.resolver
 import pytest
 
-from mailha import inventory
+from mailha import inventory, probes
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
@@ -26,14 +26,10 @@ def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
 
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
     """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    value = probes.poll(predicate, timeout, interval)
+    if not value:
+        pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return value
 
 
 @dataclass

@@ -92,3 +92,11 @@ def test_generator_rejects_nonsense():
         TrafficGenerator([], rate=1, max_messages=1, max_seconds=1)
     with pytest.raises(ValueError, match="must be positive"):
         TrafficGenerator([Target("127.0.0.1")], rate=0, max_messages=1, max_seconds=1)
+
+
+def test_poll_returns_the_value_or_none_after_the_timeout():
+    from mailha.probes import poll
+
+    calls = iter([0, 0, 7])
+    assert poll(lambda: next(calls), timeout=5, interval=0.01) == 7
+    assert poll(lambda: 0, timeout=0.05, interval=0.01) is None
