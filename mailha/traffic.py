@@ -117,8 +117,16 @@ def _transaction(smtp: smtplib.SMTP, target: Target, message: EmailMessage) -> t
 class TrafficGenerator:
     """Submit numbered messages at `rate` per second, round-robin over `targets`.
 
+    Open loop, as a campaign sender with parallel connections works: each
+    attempt starts at its scheduled time on its own connection, so one
+    submission hanging until its timeout does not hold back the ones after it
+    (a closed loop would hide part of an outage behind the hung attempt and
+    stretch another part of it). At most `concurrency` attempts are in
+    flight; when all are busy, the next one starts as soon as one finishes.
+
     Stops after `max_messages` or `max_seconds`, whichever comes first, or
-    when stop() is called. Runs in a background thread.
+    when stop() is called; the attempts in flight are then allowed to finish.
+    Runs in background threads.
     """
 
     targets: Sequence[Target]
@@ -129,6 +137,7 @@ class TrafficGenerator:
     recipient: str = "subscriber@inbox.test"
     run_id: str = field(default_factory=new_run_id)
     timeout: float = 5.0
+    concurrency: int = 32
     attempts: list[Attempt] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -136,9 +145,13 @@ class TrafficGenerator:
             raise ValueError("at least one target is needed")
         if self.rate <= 0 or self.max_messages <= 0 or self.max_seconds <= 0:
             raise ValueError("rate, max_messages and max_seconds must be positive")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"traffic-{self.run_id}", daemon=True)
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._workers: list[threading.Thread] = []
         self._domain = self.sender.rsplit("@", 1)[-1]
 
     def start(self) -> TrafficGenerator:
@@ -147,16 +160,18 @@ class TrafficGenerator:
 
     def stop(self) -> list[Attempt]:
         self._stop.set()
-        self._thread.join()
-        return self.snapshot()
+        return self.wait()
 
     def wait(self) -> list[Attempt]:
         self._thread.join()
+        for worker in self._workers:
+            worker.join()
         return self.snapshot()
 
     def snapshot(self) -> list[Attempt]:
+        """The finished attempts so far, in submission order."""
         with self._lock:
-            return list(self.attempts)
+            return sorted(self.attempts, key=lambda a: a.seq)
 
     def _run(self) -> None:
         interval = 1.0 / self.rate
@@ -168,6 +183,16 @@ class TrafficGenerator:
             delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
+            while not self._slots.acquire(timeout=0.1):
+                if self._stop.is_set():
+                    return
+            worker = threading.Thread(target=self._attempt, args=(seq,), name=f"traffic-{self.run_id}-{seq}")
+            worker.daemon = True
+            self._workers.append(worker)
+            worker.start()
+
+    def _attempt(self, seq: int) -> None:
+        try:
             target = self.targets[seq % len(self.targets)]
             msg_id = message_id(self.run_id, seq, self._domain)
             message = build_message(msg_id, self.sender, self.recipient, f"campaign {self.run_id} #{seq}")
@@ -178,6 +203,8 @@ class TrafficGenerator:
             )
             with self._lock:
                 self.attempts.append(attempt)
+        finally:
+            self._slots.release()
 
 
 def accepted_ids(attempts: Sequence[Attempt]) -> list[str]:

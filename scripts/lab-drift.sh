@@ -2,7 +2,9 @@
 # Terraform's built-in provider cannot see a container or network removed
 # behind its back. Compare the lab's state with podman and print the
 # -replace= arguments that make `terraform apply` recreate what is missing;
-# start containers that exist but are stopped.
+# start containers that exist but are stopped. A container podman still calls
+# running but that cannot run a command (its processes died with the host's
+# sandbox, for example) is removed and recreated.
 #
 # Usage: scripts/lab-drift.sh TF_DIR      (prints nothing when in step)
 # Exit codes: 0 always when the state could be read; 1 otherwise.
@@ -31,6 +33,12 @@ for key, host in sorted(contract["hosts"].items()):
     name = host["target"]
     state = subprocess.run(["podman", "inspect", "-f", "{{.State.Status}}", name],
                            capture_output=True, text=True).stdout.strip()
+    if state in ("running", "stopping"):
+        alive = subprocess.run(["podman", "exec", name, "true"], capture_output=True).returncode == 0
+        if not alive:
+            subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+            print(f"lab: removed dead host {name} (podman said {state})", file=sys.stderr)
+            state = ""
     if network_missing or not state:
         print(f'-replace=module.host["{key}"].terraform_data.host')
     elif state != "running":

@@ -12,6 +12,12 @@ from mailha.traffic import Target, TrafficGenerator, accepted_ids, build_message
 class _Session(socketserver.StreamRequestHandler):
     def handle(self):
         server = self.server
+        with server.lock:
+            server.connections += 1
+            hang = server.connections <= server.hang_first
+        if hang:  # a relay that accepted the connection and then died: no greeting
+            server.release.wait(10)
+            return
         self.wfile.write(b"220 mta.mailha.test ESMTP mailha node mxT\r\n")
         while line := self.rfile.readline():
             verb = line.decode().strip().split(" ")[0].upper()
@@ -38,9 +44,14 @@ def smtp_server():
     server.daemon_threads = True
     server.received = 0
     server.rcpt_reply = b"250 ok\r\n"
+    server.lock = threading.Lock()
+    server.connections = 0
+    server.hang_first = 0
+    server.release = threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.release.set()
     server.shutdown()
     server.server_close()
 
@@ -87,11 +98,37 @@ def test_generator_is_bounded_by_time_and_stops_on_request(smtp_server):
     assert len(stopped) <= 2
 
 
+def test_a_hung_submission_does_not_hold_back_the_next_ones(smtp_server):
+    """Open loop: attempts start on schedule while an earlier one waits for its timeout."""
+    smtp_server.hang_first = 1
+    target = Target("127.0.0.1", smtp_server.server_address[1])
+    attempts = TrafficGenerator([target], rate=20, max_messages=10, max_seconds=30, timeout=2).start().wait()
+    assert [a.seq for a in attempts] == list(range(10))
+    hung, rest = attempts[0], attempts[1:]
+    assert hung.code is None and "timed out" in hung.reply
+    assert all(a.accepted for a in rest)
+    # Every later attempt started and finished while the first was still waiting.
+    assert max(a.finished for a in rest) < hung.finished
+
+
+def test_concurrency_bounds_the_attempts_in_flight(smtp_server):
+    """With one slot, the generator waits for the hung attempt: the bound holds."""
+    smtp_server.hang_first = 1
+    target = Target("127.0.0.1", smtp_server.server_address[1])
+    attempts = TrafficGenerator(
+        [target], rate=20, max_messages=3, max_seconds=30, timeout=1, concurrency=1
+    ).start().wait()
+    assert attempts[0].code is None
+    assert all(a.started >= attempts[0].finished for a in attempts[1:])
+
+
 def test_generator_rejects_nonsense():
     with pytest.raises(ValueError, match="at least one target"):
         TrafficGenerator([], rate=1, max_messages=1, max_seconds=1)
     with pytest.raises(ValueError, match="must be positive"):
         TrafficGenerator([Target("127.0.0.1")], rate=0, max_messages=1, max_seconds=1)
+    with pytest.raises(ValueError, match="concurrency"):
+        TrafficGenerator([Target("127.0.0.1")], rate=1, max_messages=1, max_seconds=1, concurrency=0)
 
 
 def test_poll_returns_the_value_or_none_after_the_timeout():
