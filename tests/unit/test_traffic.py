@@ -115,9 +115,9 @@ def test_concurrency_bounds_the_attempts_in_flight(smtp_server):
     """With one slot, the generator waits for the hung attempt: the bound holds."""
     smtp_server.hang_first = 1
     target = Target("127.0.0.1", smtp_server.server_address[1])
-    attempts = TrafficGenerator(
-        [target], rate=20, max_messages=3, max_seconds=30, timeout=1, concurrency=1
-    ).start().wait()
+    attempts = (
+        TrafficGenerator([target], rate=20, max_messages=3, max_seconds=30, timeout=1, concurrency=1).start().wait()
+    )
     assert attempts[0].code is None
     assert all(a.started >= attempts[0].finished for a in attempts[1:])
 
