@@ -102,6 +102,10 @@ class Drill:
         self.steps: list[Step] = []
 
     # -- helpers ---------------------------------------------------------
+    @staticmethod
+    def quiet(_text: str) -> None:
+        """The switch's own progress and tables: the drill reports its steps instead."""
+
     def event(self, name: str, at: float | None = None) -> None:
         self.events.append({"name": name, "at": at if at is not None else time.time()})
 
@@ -168,7 +172,9 @@ class Drill:
         elif scenario == "keepalived-crash":
             self.hosts.exec(target, "pkill", "-9", "-x", "keepalived")
         elif scenario == "manual-failover":
-            switch_mod.run_switch(self.pair, "failover", "drill manual-failover", yes=True, dry_run=False, as_json=True)
+            switch_mod.run_switch(
+                self.pair, "failover", "drill manual-failover", yes=True, dry_run=False, echo=self.quiet
+            )
 
     def restore(self, failed: str) -> None:
         target = self.hosts.targets[failed]
@@ -216,7 +222,7 @@ class Drill:
         if age is not None and age < hold_down:
             self.echo(f"  waiting {hold_down - age:.0f}s for the failback hold-down")
             time.sleep(hold_down - age + 0.5)
-        switch_mod.run_switch(self.pair, "failback", "drill restore", yes=True, dry_run=False, as_json=True)
+        switch_mod.run_switch(self.pair, "failback", "drill restore", yes=True, dry_run=False, echo=self.quiet)
 
     # -- the drill -------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -254,7 +260,9 @@ class Drill:
             self.step(f"restore {active}", lambda: self.restore(active))
         self.step(f"wait until {active} is healthy", lambda: self.wait(lambda: self.healthy(active), 120, "health"))
         if settings.scenario != "manual-failover" and status_mod.gather(self.pair).holders != [active]:
-            self.step(f"hand the queue of {active} over", lambda: switch_mod.run_handover(self.pair, active, True))
+            self.step(
+                f"hand the queue of {active} over", lambda: switch_mod.run_handover(self.pair, active, echo=self.quiet)
+            )
         self.step("fail back", self.fail_back)
         self.step("wait for empty queues", lambda: self.wait(self.queues_empty, settings.settle_timeout, "queues"))
         sampler.stop()

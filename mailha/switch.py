@@ -151,8 +151,11 @@ def run_switch(
     as_json: bool = False,
     wait_lock: float = 0.0,
     confirm: Callable[[str], bool] = lambda text: click.confirm(text, default=False),
+    echo: Callable[[str], None] | None = None,
 ) -> SwitchOutcome:
-    echo = (lambda _text: None) if as_json else click.echo
+    """Run a failover or failback. Progress goes to `echo` (default: the
+    terminal, or nothing with `as_json`); `as_json` prints the outcome as JSON."""
+    echo = echo or ((lambda _text: None) if as_json else click.echo)
     log = AuditLog(pair.state_dir)
     before = status_mod.gather(pair)
     echo(status_mod.render_table(before))
@@ -233,9 +236,11 @@ def _conclude(pair: Pair, outcome: SwitchOutcome, record: Record, result: Playbo
     )
 
 
-def run_handover(pair: Pair, node: str | None, as_json: bool = False) -> PlaybookResult:
+def run_handover(
+    pair: Pair, node: str | None, as_json: bool = False, echo: Callable[[str], None] | None = None
+) -> PlaybookResult:
     """Hand a returned relay's queue over to the active relay and clear the pending mark."""
-    echo = (lambda _text: None) if as_json else click.echo
+    echo = echo or ((lambda _text: None) if as_json else click.echo)
     pending = pending_handover(pair)
     name = node or pending
     if name is None:
