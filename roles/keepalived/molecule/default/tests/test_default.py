@@ -121,3 +121,26 @@ def test_failover_and_no_preempt(host):
     primary.run("sleep 1")
     assert dumped_priority(primary) == 150
     assert holds_vip(standby) and not holds_vip(primary)
+
+
+def test_a_killed_keepalived_releases_the_vip_and_comes_back(host):
+    """kill -9 leaves keepalived no chance to clean up: the drop-in's
+    ExecStopPost releases the VIP (no second holder), systemd restarts the
+    daemon, and it returns as BACKUP while the peer keeps the VIP."""
+    if host.backend.get_hostname() != PRIMARY:
+        pytest.skip("the pair scenario runs once, driven from the primary")
+    nodes = [host, host.get_host(f"podman://{STANDBY}")]
+    holder = next((n for n in nodes if holds_vip(n)), None)
+    assert holder is not None, "no node holds the VIP before the crash"
+    peer = nodes[1] if holder is nodes[0] else nodes[0]
+    before = int(holder.run("systemctl show -p NRestarts --value keepalived").stdout.strip())
+    holder.run_expect([0], "pkill -9 -x keepalived")
+    assert wait_for(peer, f"ip -o -4 addr show dev eth0 | grep -q ' {VIP}/'", 5), "the peer did not take the VIP"
+    assert wait_for(holder, f"! ip -o -4 addr show dev eth0 | grep -q ' {VIP}/'", 5), "the VIP stayed behind"
+    assert wait_for(holder, log_has("STOP", "0"), 5)
+    assert "released" in holder.run("journalctl -t mailha-vrrp-release --no-pager").stdout
+    # systemd brings keepalived back; nopreempt keeps the VIP on the peer.
+    assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL BACKUP '", 10)
+    assert int(holder.run("systemctl show -p NRestarts --value keepalived").stdout.strip()) == before + 1
+    holder.run("sleep 1")
+    assert holds_vip(peer) and not holds_vip(holder)

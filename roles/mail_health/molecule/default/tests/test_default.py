@@ -6,6 +6,7 @@ import pytest
 
 FLOATING_IP = "10.213.1.100"
 DRAIN_FILE = "/etc/mailha/drain"
+TRACK_FILE = "/run/mailha/mta-fault"
 AGENT = "http://127.0.0.1:8025"
 
 # One podman exec per command: the Ansible backend molecule would pick for a
@@ -182,6 +183,9 @@ def test_killed_master_is_caught_although_systemd_says_active(host, floating_ip)
         assert rc == 1
         assert elapsed_ms < 1000 + 500  # the 1 s deadline plus Python start-up
         print(f"mailha-health after kill -9 of the master: rc={rc} in {elapsed_ms} ms")
+        # The agent's watcher sees it within a few checks: the endpoints
+        # answer from its verdict, and keepalived's track file says failed.
+        assert wait_until(host, f"test $(cat {TRACK_FILE}) = 1")
         status, body = http_get(host, "/active")
         assert status == 503 and "MTA failed" in body
         assert http_get(host, "/health")[0] == 503
@@ -189,4 +193,6 @@ def test_killed_master_is_caught_although_systemd_says_active(host, floating_ip)
         host.run_expect([0], "systemctl restart postfix")
     assert wait_until(host, "mailha-health >/dev/null")
     assert host.run("mailha-health").rc == 0
+    # Healthy again only after watch_rise good checks in a row.
+    assert wait_until(host, f"test $(cat {TRACK_FILE}) = 0")
     assert http_get(host, "/active") == (200, "active")
