@@ -342,6 +342,13 @@ def run_drill(pair: Pair, settings: DrillSettings, echo: Callable[[str], None]) 
         record.result, record.steps, record.finished = "failed", drill.steps, now_iso()
         record.details = {"scenario": settings.scenario, "failure": exc.message}
         AuditLog(pair.state_dir).append(record)
+        if any(step.name.startswith("inject ") for step in drill.steps):
+            # After the fault: the pair may be failed over or still degraded.
+            raise MailhaError(
+                f"drill {settings.scenario} stopped after the fault: {exc.message}. "
+                "The pair is left as 'mailha status' shows; finish by hand "
+                "('mailha queue handover', 'mailha failback') before the next drill"
+            ) from exc
         raise
     record.seconds = round(time.monotonic() - began, 2)
     record.steps, record.finished = drill.steps, now_iso()

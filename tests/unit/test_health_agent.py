@@ -85,3 +85,19 @@ def test_settings_are_validated(agent, tmp_path):
     conf.write_text("watch_interval=0.2\nwatch_rise=3\ntrack_file=/run/mailha/mta-fault\n")
     loaded = agent.health.load_config(str(conf))
     assert (loaded["watch_interval"], loaded["watch_rise"], loaded["track_file"]) == (0.2, 3, "/run/mailha/mta-fault")
+
+
+def test_queue_counts_skip_files_a_crash_left_half_written(agent, tmp_path):
+    """Postfix marks a complete queue file with the owner execute bit; a file in
+    incoming without it was never acknowledged and must not hold a hand-over up."""
+    for relative, mode in (("incoming/A1", 0o600), ("incoming/B2", 0o700), ("deferred/C/C3", 0o700)):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("queue file")
+        path.chmod(mode)
+    counts, oldest = agent.health.queue_details(str(tmp_path), now=4_000_000_000)
+    assert counts == {"active": 0, "deferred": 1, "incoming": 1, "hold": 0}
+    assert oldest is not None
+    (tmp_path / "incoming/B2").unlink()
+    (tmp_path / "deferred/C/C3").unlink()
+    assert agent.health.queue_details(str(tmp_path)) == ({"active": 0, "deferred": 0, "incoming": 0, "hold": 0}, None)

@@ -58,6 +58,10 @@ def test_service_and_files(host):
     notify = host.file("/usr/local/sbin/mailha-vrrp-notify")
     assert notify.user == "root" and notify.mode == 0o755
     assert not host.file(PRIORITY_FILE).exists
+    # The track file's directory exists at every boot (tmpfiles), so keepalived keeps tracking it.
+    assert "d /run/mailha 0755 root root -" in host.file("/etc/tmpfiles.d/mailha-keepalived.conf").content_string
+    assert host.file("/run/mailha").is_directory
+    assert "does not exist - removing" not in host.run("journalctl -u keepalived --no-pager").stdout
 
 
 def test_nopreempt_renders_state_backup_everywhere(host):
