@@ -195,7 +195,13 @@ def history_command(inventory_path: Path, output_format: str, limit: int) -> Non
 @output_option
 @click.option("--scenario", type=click.Choice(list(drill_mod.SCENARIOS)), required=True)
 @click.option("--rate", type=click.FloatRange(min=0.1, max=200), default=20, show_default=True, help="Messages/s.")
-@click.option("--duration", type=click.FloatRange(min=5, max=600), default=20, show_default=True, help="Seconds.")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=5, max=600),
+    default=20,
+    show_default=True,
+    help="Seconds of traffic; manual-failover keeps it up through the whole switch and a few seconds after.",
+)
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), help="Report directory.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def drill_command(inventory_path, output_format, scenario, rate, duration, report_dir, yes) -> None:

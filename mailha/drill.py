@@ -34,6 +34,8 @@ from mailha.traffic import Target, TrafficGenerator, build_message, message_id, 
 
 SCENARIOS = ("mta-crash", "host-down", "network-partition", "keepalived-crash", "manual-failover")
 DEFAULT_SLOS = {"max_outage_seconds": 2.0, "max_lost": 0, "max_duplicated": 0}
+# Upper bound on the traffic of a manual-failover drill beyond --duration.
+SWITCH_BUDGET = 300.0
 
 
 @dataclass
@@ -233,11 +235,15 @@ class Drill:
         active = before.holders[0]
         standby = self.pair.peer(active).name
         balancer, floating = self.pair.balancer["mailha_address"], self.pair.floating_ip
+        # A planned switch takes tens of seconds: its traffic runs until the
+        # switch is over and a lead-out after it (bounded by SWITCH_BUDGET).
+        planned = settings.scenario == "manual-failover"
+        seconds = settings.duration + (SWITCH_BUDGET if planned else 0)
         traffic = TrafficGenerator(
             targets=[Target(balancer, 25), Target(floating, 25)],
             rate=settings.rate,
-            max_messages=int(settings.rate * settings.duration) + 1,
-            max_seconds=settings.duration,
+            max_messages=int(settings.rate * seconds) + 1,
+            max_seconds=seconds,
             sender=self.pair.settings["mailha_test_sender"],
             recipient="subscriber@" + self.pair.settings["mailha_test_recipient"].rsplit("@", 1)[1],
         )
@@ -253,7 +259,11 @@ class Drill:
                 f"wait until {standby} holds the floating IP",
                 lambda: self.wait(lambda: sampler.holders and sampler.holders[-1][1] == standby, 30, "the move", 0.1),
             )
-            attempts = traffic.wait()
+            if planned:
+                time.sleep(min(5.0, settings.duration / 3))
+                attempts = traffic.stop()
+            else:
+                attempts = traffic.wait()
         finally:
             traffic.stop()
         if settings.scenario != "manual-failover":

@@ -1,27 +1,24 @@
-"""Access to the provisioned lab (make provision) for the integration tests."""
+"""Access to the provisioned lab (make provision) for the integration tests,
+on top of mailha.lab (the drills' podman access and recipient side)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.resolver
 import pytest
 
 from mailha import inventory, probes
+from mailha import pair as pair_mod
+from mailha.lab import PodmanHosts, RecipientSide, recipient_side
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
 os.environ.setdefault("CONTAINERS_CONF", str(REPO / "lab" / "containers.conf"))
-
-
-def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
@@ -37,12 +34,20 @@ class Lab:
     vars: dict
     hosts: dict  # short name -> host vars
     mail: list[str]
+    podman: PodmanHosts = field(init=False)
+    sink: RecipientSide = field(init=False)
+
+    def __post_init__(self) -> None:
+        the_pair = pair_mod.load(INVENTORY)
+        self.podman = PodmanHosts(the_pair)
+        self.sink = recipient_side(the_pair, self.podman)
 
     def container(self, host: str) -> str:
         return self.hosts[host]["ansible_host"]
 
     def exec(self, host: str, *command: str, check: bool = True, timeout: float = 60):
-        return podman("exec", self.container(host), *command, check=check, timeout=timeout)
+        """Run a command in a lab host; a failure (with check) raises MailhaError."""
+        return self.podman.exec(self.container(host), *command, check=check, timeout=timeout)
 
     @property
     def floating_ip(self) -> str:
@@ -66,12 +71,10 @@ class Lab:
         return holders[0]
 
     def sink_index(self) -> list[dict]:
-        out = self.exec("sink", "mailha-sink-index", timeout=120).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return self.sink.index()
 
     def sink_counts(self, ids) -> Counter:
-        wanted = set(ids)
-        return Counter(m["message_id"] for m in self.sink_index() if m["message_id"] in wanted)
+        return self.sink.counts(set(ids))[0]
 
     def wait_delivered(self, ids, timeout: float) -> Counter:
         """Wait until every id is at the sink; return the counts (to check for duplicates)."""
@@ -93,9 +96,7 @@ class Lab:
         pytest.fail(f"{len(missing)} of {len(set(ids))} acknowledged messages never reached the sink: {missing[:5]}")
 
     def raw_message(self, file: str) -> bytes:
-        return subprocess.run(
-            ["podman", "exec", self.container("sink"), "cat", file], capture_output=True, check=True
-        ).stdout
+        return self.sink.raw(file)
 
     def resolver(self) -> dns.resolver.Resolver:
         resolver = dns.resolver.Resolver(configure=False)
