@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from mailha import drill, pair
+from mailha.errors import MailhaError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,4 +146,14 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MailhaError as exc:
+        print(f"benchmark stopped: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    except subprocess.CalledProcessError as exc:
+        print(
+            f"benchmark stopped: {' '.join(exc.cmd[-3:])} failed: {(exc.stderr or b'').decode()[-300:]}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
