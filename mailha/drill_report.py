@@ -300,8 +300,14 @@ def build_report(
     scenario: str | None = None,
     started: float | None = None,
     fault_at: float | None = None,
+    cut_in_flight: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Every figure of a drill, its timeline, configuration, targets and verdict.
+
+    cut_in_flight: Message-IDs whose delivery to the recipient side a relay
+    logged as "message may be sent more than once" (the connection broke
+    after the data went out and before the 250 came back, RFC 1047). A
+    duplicate among them is explained; it still counts against max_duplicated.
 
     fault_at defaults to the fault_injected event. Times in the timeline,
     series and holder band are seconds relative to the fault (or to the
@@ -320,6 +326,8 @@ def build_report(
     origin = fault_at if fault_at is not None else first
 
     reconciliation = reconcile(views, delivered)
+    cut = set(cut_in_flight)
+    reconciliation["duplicated_cut_in_flight"] = sorted(set(reconciliation["duplicated"]) & cut)
     outage_figures = outage(views, fault_at)
     checked = {msg_id: bool(ok) for msg_id, ok in dkim.items()}
     unsigned = sorted(msg_id for msg_id, ok in checked.items() if not ok)
@@ -339,6 +347,7 @@ def build_report(
         "delivered": reconciliation["delivered"],
         "lost": len(reconciliation["lost"]),
         "duplicated": len(reconciliation["duplicated"]),
+        "duplicated_cut_in_flight": len(reconciliation["duplicated_cut_in_flight"]),
         "extra_copies": reconciliation["extra_copies"],
         "unexpected": len(reconciliation["unexpected"]),
         "foreign": len(reconciliation["foreign"]),
@@ -439,6 +448,11 @@ def _seconds(value: Any) -> str:
     return "-" if value is None else f"{float(value):.2f} s"
 
 
+def _duplicated_text(f: Mapping[str, Any]) -> str:
+    cut = f.get("duplicated_cut_in_flight", 0)
+    return str(f["duplicated"]) + (f" ({cut} cut in flight: 250 lost)" if cut else "")
+
+
 def _figure_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(figure, value, target) rows shared by the HTML page and the terminal summary."""
     f, slos = report["figures"], report["slos"]
@@ -453,7 +467,7 @@ def _figure_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return [
         ("outage seen by clients", outage_text, target("max_outage_seconds", " s")),
         ("acknowledged, never arrived (lost)", str(f["lost"]), target("max_lost")),
-        ("arrived more than once (duplicated)", str(f["duplicated"]), target("max_duplicated")),
+        ("arrived more than once (duplicated)", _duplicated_text(f), target("max_duplicated")),
         ("arrived without a 250 (unexpected)", str(f["unexpected"]), ""),
         ("submitted", str(f["submitted"]), ""),
         ("acknowledged (250)", str(f["acknowledged"]), ""),

@@ -23,7 +23,13 @@ def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, on_primary, tmp_
         f"floating IP moved {figures['floating_ip_moved_seconds']}s, {figures['acknowledged']} acknowledged"
     )
     assert figures["acknowledged"] > 0
-    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["lost"] == 0
+    if scenario == "network-partition":
+        # A delivery the cut link caught between its data and the receiver's 250
+        # may arrive twice (RFC 1047; the relay logs it); any other duplicate is a defect.
+        assert figures["duplicated"] == figures["duplicated_cut_in_flight"], report["reconciliation"]
+    else:
+        assert figures["duplicated"] == 0
     assert figures["recovered"] is True
     assert figures["split_seconds"] == 0 or scenario == "network-partition"
     names = {e["name"] for e in report["timeline"]["events"]}

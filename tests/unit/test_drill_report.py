@@ -244,6 +244,22 @@ def test_report_counts_duplicates_unexpected_and_dkim():
     assert len(report["verdict"]["breaches"]) == 2  # duplicated and unsigned; unexpected is not a breach
 
 
+def test_a_duplicate_cut_in_flight_is_explained_and_still_breaches():
+    """A relay that logged "message may be sent more than once" for a message
+    explains its duplicate (RFC 1047); the target still counts it."""
+    attempts = crash_drill()
+    delivered = delivered_all(attempts)
+    delivered[attempts[0].message_id] = 2
+    delivered[attempts[1].message_id] = 2
+    cut = {attempts[0].message_id, attempts[5].message_id}
+    report = report_for(attempts, delivered=delivered, cut_in_flight=cut)
+    figures = report["figures"]
+    assert (figures["duplicated"], figures["duplicated_cut_in_flight"]) == (2, 1)
+    assert report["reconciliation"]["duplicated_cut_in_flight"] == [attempts[0].message_id]
+    assert report["verdict"]["passed"] is False
+    assert "2 (1 cut in flight: 250 lost)" in drill_report.render_summary(report)
+
+
 def test_report_is_json_and_renders_again_from_json():
     report = report_for(crash_drill(), config={"path": Path("/x"), "ids": {"b", "a"}})
     text = json.dumps(report)
