@@ -103,7 +103,8 @@ def table(results: dict, scenarios: list[str], runs: int) -> str:
         for key, label in ROWS:
             t, s = tuned[key], stock[key]
             shown = (f"{t:.2f}", f"{s:.2f}") if key not in ("lost", "duplicated") else (f"{t:.0f}", f"{s:.0f}")
-            lines.append(f"| {scenario} | {label} | {shown[0]} | {shown[1]} | {ratio(s, t)} |")
+            counted = key in ("lost", "duplicated")  # counts: no ratio
+            lines.append(f"| {scenario} | {label} | {shown[0]} | {shown[1]} | {'-' if counted else ratio(s, t)} |")
     return "\n".join(lines)
 
 
