@@ -269,10 +269,10 @@ class Drill:
                 attempts = traffic.wait()
         finally:
             traffic.stop()
-        if settings.scenario != "manual-failover":
+        if not planned:
             self.step(f"restore {active}", lambda: self.restore(active))
         self.step(f"wait until {active} is healthy", lambda: self.wait(lambda: self.healthy(active), 120, "health"))
-        if settings.scenario != "manual-failover" and status_mod.gather(self.pair).holders != [active]:
+        if not planned and status_mod.gather(self.pair).holders != [active]:
             self.step(
                 f"hand the queue of {active} over", lambda: switch_mod.run_handover(self.pair, active, echo=self.quiet)
             )
