@@ -83,6 +83,8 @@ ROWS = (
     ("duplicated", "duplicated, all runs"),
 )
 
+COUNTS = ("lost", "duplicated")
+
 
 def ratio(stock: float, tuned: float) -> str:
     if stock != stock or tuned != tuned:
@@ -102,9 +104,10 @@ def table(results: dict, scenarios: list[str], runs: int) -> str:
         tuned, stock = results[("tuned", scenario)], results[("stock", scenario)]
         for key, label in ROWS:
             t, s = tuned[key], stock[key]
-            shown = (f"{t:.2f}", f"{s:.2f}") if key not in ("lost", "duplicated") else (f"{t:.0f}", f"{s:.0f}")
-            counted = key in ("lost", "duplicated")  # counts: no ratio
-            lines.append(f"| {scenario} | {label} | {shown[0]} | {shown[1]} | {'-' if counted else ratio(s, t)} |")
+            if key in COUNTS:  # whole numbers, and no ratio
+                lines.append(f"| {scenario} | {label} | {t:.0f} | {s:.0f} | - |")
+            else:
+                lines.append(f"| {scenario} | {label} | {t:.2f} | {s:.2f} | {ratio(s, t)} |")
     return "\n".join(lines)
 
 
