@@ -2,6 +2,7 @@
 
 import importlib.machinery
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,115 @@ def test_queue_counts_skip_files_a_crash_left_half_written(agent, tmp_path):
     (tmp_path / "incoming/B2").unlink()
     (tmp_path / "deferred/C/C3").unlink()
     assert agent.health.queue_details(str(tmp_path)) == ({"active": 0, "deferred": 0, "incoming": 0, "hold": 0}, None)
+
+
+class SmtpResponder:
+    """A loopback SMTP responder that counts RCPT TO commands; refuse_rcpt
+    answers them 550, as a broken recipient table would."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.rcpt_commands = 0
+        self.refuse_rcpt = False
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            with connection, connection.makefile("rwb") as stream:
+                stream.write(b"220 responder ESMTP\r\n")
+                stream.flush()
+                for line in stream:
+                    verb = line.split(b":")[0].split(b" ")[0].strip().upper()
+                    if verb == b"RCPT":
+                        self.rcpt_commands += 1
+                        stream.write(b"550 5.1.1 refused\r\n" if self.refuse_rcpt else b"250 2.1.5 Ok\r\n")
+                    elif verb == b"QUIT":
+                        stream.write(b"221 2.0.0 Bye\r\n")
+                        stream.flush()
+                        break
+                    else:
+                        stream.write(b"250 2.0.0 Ok\r\n")
+                    stream.flush()
+
+    def close(self):
+        self.server.close()
+
+
+@pytest.fixture()
+def responder():
+    server = SmtpResponder()
+    yield server
+    server.close()
+
+
+def test_a_configured_dry_run_is_rationed_across_checks(agent, tmp_path, responder):
+    """Each dry run costs Postfix an in_flow_delay token that only mail gives
+    back; checked every 0.25 s it starved a quiet relay (role README)."""
+    stamp = tmp_path / "dry-run"
+    values = settings(
+        agent,
+        smtp_port=responder.port,
+        full_check=True,
+        full_check_interval=30.0,
+        full_check_stamp=str(stamp),
+        timeout=2.0,
+    )
+    runs = [agent.health.run_checks(values) for _ in range(6)]
+    assert [run["exit_code"] for run in runs] == [0] * 6
+    assert [run["smtp"]["dry_run"] for run in runs] == [True] + [False] * 5
+    assert responder.rcpt_commands == 1 and stamp.read_text() == "ok\n"
+    # Due again once the interval has passed since the stamp.
+    old = stamp.stat().st_mtime - 31
+    os.utime(stamp, (old, old))
+    assert agent.health.run_checks(values)["smtp"]["dry_run"] is True
+    assert responder.rcpt_commands == 2
+    # Forced (mailha-health --full) runs whatever the stamp says.
+    assert agent.health.run_checks(values, force_full=True)["smtp"]["dry_run"] is True
+    assert responder.rcpt_commands == 3
+
+
+def test_a_failed_dry_run_is_repeated_until_it_passes(agent, tmp_path, responder):
+    stamp = tmp_path / "dry-run"
+    values = settings(
+        agent,
+        smtp_port=responder.port,
+        full_check=True,
+        full_check_interval=30.0,
+        full_check_stamp=str(stamp),
+        timeout=2.0,
+    )
+    responder.refuse_rcpt = True
+    failed = [agent.health.run_checks(values) for _ in range(3)]
+    # Every check repeats it, so watch_fall counts failed dry runs in a row.
+    assert [run["exit_code"] for run in failed] == [1, 1, 1]
+    assert "RCPT TO refused" in failed[0]["reason"] and responder.rcpt_commands == 3
+    assert stamp.read_text() == "failed\n"
+    responder.refuse_rcpt = False
+    assert [agent.health.run_checks(values)["smtp"]["dry_run"] for _ in range(3)] == [True, False, False]
+    assert responder.rcpt_commands == 4
+
+
+def test_without_full_check_no_dry_run_and_no_stamp(agent, tmp_path, responder):
+    stamp = tmp_path / "dry-run"
+    values = settings(agent, smtp_port=responder.port, full_check_stamp=str(stamp), timeout=2.0)
+    smtp = agent.health.run_checks(values)["smtp"]
+    assert smtp["ok"] is True and smtp["dry_run"] is False
+    assert responder.rcpt_commands == 0 and not stamp.exists()
+
+
+def test_an_unwritable_stamp_is_reported(agent, tmp_path, responder):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    values = settings(
+        agent, smtp_port=responder.port, full_check=True, full_check_stamp=str(blocker / "dry-run"), timeout=2.0
+    )
+    findings = agent.health.run_checks(values)
+    assert findings["exit_code"] == 0 and "stamp_error" in findings["smtp"]

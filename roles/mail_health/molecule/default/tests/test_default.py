@@ -138,6 +138,23 @@ def test_agent_health(host):
     assert "mailha_queue_messages 0" in body
 
 
+def test_the_watcher_rations_the_dry_run(host):
+    """Postfix opens a queue file, and takes an in_flow_delay token, for each
+    accepted RCPT TO. The watcher checks every 0.25 s, but must make a dry run
+    only every full_check_interval (30 s): the rest read the greeting."""
+    stamp = "/run/mailha/dry-run"
+    host.run_expect([0], f"rm -f {stamp}")
+    # The next check is due a dry run, and stamps it.
+    assert wait_until(host, f"grep -qx ok {stamp}", seconds=5)
+    # From the next whole second on, so the stamped dry run is not counted.
+    since = int(host.run("date +%s").stdout) + 1
+    host.run("sleep 4")
+    opened = host.run(f"journalctl -q --no-pager --since @{since} SYSLOG_IDENTIFIER=postfix/smtpd "
+                      "| grep -c ': client=localhost'").stdout.strip()
+    print(f"queue files the agent's checks opened in 3 s: {opened} (about 12 checks)")
+    assert int(opened) == 0
+
+
 def test_agent_status_document(host):
     host.run_expect([0], "mkdir -p /var/log/mailha && echo '2026-01-01T00:00:00.000Z VI_MAIL BACKUP 100' "
                          ">> /var/log/mailha/vrrp-transitions.log")
