@@ -151,9 +151,9 @@ def responder():
     server.close()
 
 
-def test_a_configured_dry_run_is_rationed_across_checks(agent, tmp_path, responder):
-    """Each dry run costs Postfix an in_flow_delay token that only mail gives
-    back; checked every 0.25 s it starved a quiet relay (role README)."""
+@pytest.fixture()
+def dry_run(agent, tmp_path, responder):
+    """Settings with a configured dry run against the responder, and its stamp."""
     stamp = tmp_path / "dry-run"
     values = settings(
         agent,
@@ -163,6 +163,13 @@ def test_a_configured_dry_run_is_rationed_across_checks(agent, tmp_path, respond
         full_check_stamp=str(stamp),
         timeout=2.0,
     )
+    return values, stamp
+
+
+def test_a_configured_dry_run_is_rationed_across_checks(agent, dry_run, responder):
+    """Each dry run costs Postfix an in_flow_delay token that only mail gives
+    back; checked every 0.25 s it starved a quiet relay (role README)."""
+    values, stamp = dry_run
     runs = [agent.health.run_checks(values) for _ in range(6)]
     assert [run["exit_code"] for run in runs] == [0] * 6
     assert [run["smtp"]["dry_run"] for run in runs] == [True] + [False] * 5
@@ -177,16 +184,8 @@ def test_a_configured_dry_run_is_rationed_across_checks(agent, tmp_path, respond
     assert responder.rcpt_commands == 3
 
 
-def test_a_failed_dry_run_is_repeated_until_it_passes(agent, tmp_path, responder):
-    stamp = tmp_path / "dry-run"
-    values = settings(
-        agent,
-        smtp_port=responder.port,
-        full_check=True,
-        full_check_interval=30.0,
-        full_check_stamp=str(stamp),
-        timeout=2.0,
-    )
+def test_a_failed_dry_run_is_repeated_until_it_passes(agent, dry_run, responder):
+    values, stamp = dry_run
     responder.refuse_rcpt = True
     failed = [agent.health.run_checks(values) for _ in range(3)]
     # Every check repeats it, so watch_fall counts failed dry runs in a row.
