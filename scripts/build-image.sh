@@ -76,6 +76,12 @@ done
 systemctl --root="$rootfs" mask systemd-udevd.service systemd-udevd-control.socket \
   systemd-udevd-kernel.socket getty.target console-getty.service \
   systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+# A persistent journal: a drill that stops a host (host-down) must not wipe
+# the logs that explain what its relay did before it stopped. Bounded, as a
+# lab runs for days.
+mkdir -p "$rootfs/var/log/journal" "$rootfs/etc/systemd/journald.conf.d"
+printf '[Journal]\nStorage=persistent\nSystemMaxUse=64M\n' \
+  > "$rootfs/etc/systemd/journald.conf.d/mailha-lab.conf"
 # The image carries the host's mirror for apt, as the host itself does.
 echo "deb $mirror $suite main" > "$rootfs/etc/apt/sources.list"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*_Packages

@@ -36,7 +36,7 @@ for key, host in sorted(contract["hosts"].items()):
     if state in ("running", "stopping"):
         alive = subprocess.run(["podman", "exec", name, "true"], capture_output=True).returncode == 0
         if not alive:
-            subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+            subprocess.run(["podman", "rm", "-f", "-v", name], capture_output=True)
             print(f"lab: removed dead host {name} (podman said {state})", file=sys.stderr)
             state = ""
     if network_missing or not state:

@@ -54,8 +54,11 @@ host_wait() {
 
 host_create() {
   local name=$1 image=$2 network=$3 address=$4 hostname=$5 dns=$6 caps=$7 sysctls=$8
+  # The journal on a volume of the container's own: in systemd mode podman
+  # mounts a tmpfs on /var/log/journal, and a host-down drill (stop, start)
+  # would wipe the logs that explain what the relay did before it stopped.
   local args=(--detach --name "$name" --hostname "$hostname" --network "$network"
-    --ip "$address" --systemd=always --label mailha.lab=1)
+    --ip "$address" --systemd=always --label mailha.lab=1 --volume /var/log/journal)
   [[ $dns != - ]] && args+=(--dns "$dns")
   [[ $caps != - ]] && args+=(--cap-add "$caps")
   if [[ $sysctls != - ]]; then
@@ -75,7 +78,7 @@ host_create() {
 host_remove() {
   local name=$1
   if podman container exists "$name"; then
-    podman rm -f -t 5 "$name" >/dev/null
+    podman rm -f -v -t 5 "$name" >/dev/null
     echo "lab: host $name removed"
   fi
 }

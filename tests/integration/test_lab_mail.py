@@ -167,3 +167,37 @@ def test_a_role_change_keeps_the_relay_healthy(lab):
     assert failed_checks == "0", f"{standby} failed {failed_checks} of 90 health checks while its role changed"
     assert all(a.accepted for a in attempts), [a.reply for a in attempts if not a.accepted][:3]
     lab.wait_delivered(accepted_ids(attempts), timeout=120)
+
+
+def test_a_stopped_relay_keeps_its_journal(lab):
+    """host-down stops a relay outright. What it logged before, Postfix's
+    'may be sent more than once' included, must still be readable when it is
+    back: the drill's reconciliation and the operator both read it."""
+    active = lab.active()
+    standby = next(h for h in lab.mail if h != active)
+    marker = f"mailha-journal-{new_run_id()}"
+
+    def logged() -> bool:
+        found = lab.exec(standby, "journalctl", "-q", "--no-pager", "-t", "mailha-test", check=False)
+        return marker in found.stdout
+
+    def transitions() -> list[str]:
+        return lab.exec(standby, "cat", "/var/log/mailha/vrrp-transitions.log").stdout.splitlines()
+
+    lab.exec(standby, "logger", "-t", "mailha-test", marker)
+    wait_for(logged, 10, what="the marker in the journal")
+    before = len(transitions())
+    lab.podman.podman("stop", "-t", "0", lab.container(standby))
+    lab.podman.podman("start", lab.container(standby))
+    wait_for(
+        lambda: (
+            lab.exec(standby, "systemctl", "is-system-running", check=False).stdout.strip() in ("running", "degraded")
+        ),
+        120,
+        what=f"{standby} to boot",
+    )
+    assert logged(), f"{standby} lost its journal across a stop and start"
+    # Back in the pair for the next test: healthy, BACKUP, the IP unmoved.
+    wait_for(lambda: lab.exec(standby, "mailha-health", check=False).returncode == 0, 60, what=f"{standby} healthy")
+    wait_for(lambda: "BACKUP" in "".join(transitions()[before:]), 30, what=f"{standby} back as BACKUP")
+    assert lab.holders() == [active]
