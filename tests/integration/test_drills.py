@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.lab
 
 
-@pytest.mark.parametrize("scenario", ["mta-crash", "network-partition"])
+@pytest.mark.parametrize("scenario", ["mta-crash", "network-partition", "keepalived-crash", "host-down"])
 def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, on_primary, tmp_path, scenario):
     report_dir = tmp_path / scenario
     result = cli(
