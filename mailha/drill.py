@@ -34,7 +34,6 @@ from mailha.traffic import Target, TrafficGenerator, build_message, message_id, 
 
 # What Postfix's smtp client logs when a connection broke between sending
 # the message and reading the reply (RFC 1047).
-MAY_BE_SENT_TWICE = "message may be sent more than once"
 SCENARIOS = ("mta-crash", "host-down", "network-partition", "keepalived-crash", "manual-failover")
 DEFAULT_SLOS = {"max_outage_seconds": 2.0, "max_lost": 0, "max_duplicated": 0}
 # Upper bound on the traffic of a manual-failover drill beyond --duration.
@@ -284,7 +283,7 @@ class Drill:
         wanted = {a.message_id for a in attempts}
         counts, entries = self.step("count at the recipient side", lambda: self.sink.counts(wanted))
         dkim_results = self.check_dkim(attempts, entries, standby)
-        cut = self.cut_in_flight(started)
+        cut = self.cut_in_flight(started, counts)
         self.step("check the steady state again", lambda: self.steady_state("after"))
         report = drill_report.build_report(
             scenario=settings.scenario,
@@ -325,25 +324,16 @@ class Drill:
         if switched:
             self.event("balancer_switched", switched)
 
-    def cut_in_flight(self, since: float) -> set[str]:
-        """Message-IDs a relay could not confirm delivering since `since`: its
-        connection broke after the data went out and before the 250 came
-        back, so Postfix retries and the recipient may get it twice."""
-        found: set[str] = set()
-        for target in self.hosts.targets.values():
-            log = self.hosts.exec(
+    def cut_in_flight(self, since: float, delivered) -> set[str]:
+        """Duplicates whose first copy's 250 never reached a relay (drill_report.cut_in_flight)."""
+        logs = [
+            self.hosts.exec(
                 target, "journalctl", "-q", "-o", "cat", f"--since=@{int(since)}", "SYSLOG_FACILITY=2", check=False
             ).stdout
-            ids: dict[str, str] = {}
-            cut: set[str] = set()
-            for line in log.splitlines():
-                queue_id, _, rest = line.partition(": ")
-                if rest.startswith("message-id="):
-                    ids[queue_id] = rest.removeprefix("message-id=").strip()
-                elif MAY_BE_SENT_TWICE in rest:
-                    cut.add(queue_id)
-            found |= {ids[q] for q in cut if q in ids}
-        return found
+            for target in self.hosts.targets.values()
+        ]
+        internal = [node.address for node in self.pair.nodes.values()] + [self.pair.floating_ip]
+        return drill_report.cut_in_flight(logs, delivered, internal)
 
     def check_dkim(self, attempts, entries: dict[str, dict], standby: str, sample: int = 10) -> dict[str, bool]:
         """Verify the DKIM signature of up to `sample` messages the standby accepted."""

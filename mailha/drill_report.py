@@ -74,6 +74,50 @@ def _count(value: Any) -> int:
 # --- reconciliation -------------------------------------------------------
 
 
+MAY_BE_SENT_TWICE = "message may be sent more than once"
+
+
+def cut_in_flight(
+    relay_logs: Iterable[str], delivered: Mapping[str, int], internal_addresses: Iterable[str]
+) -> set[str]:
+    """Message-IDs the recipient side holds more copies of than the relays
+    saw confirmed: a delivery whose 250 never reached a relay (RFC 1047).
+
+    relay_logs: each relay's Postfix log since the drill began (journalctl
+    -o cat, mail facility). A copy is confirmed by a `status=sent` line to
+    an address outside internal_addresses (the relays and the floating IP:
+    a hand-over is not a delivery). Two ways a copy goes unconfirmed:
+    the relay logged "message may be sent more than once" (its connection
+    broke after the data went out), or it logged nothing because it was
+    stopped between the recipient's 250 and its own record (host-down).
+    A relay's log that lost its last lines to the stop makes a confirmed
+    copy look unconfirmed; the figure still counts against max_duplicated.
+    """
+    internal = {f"[{address}]" for address in internal_addresses}
+    confirmed: Counter = Counter()
+    flagged: set[str] = set()
+    for log in relay_logs:
+        ids: dict[str, str] = {}
+        sent: Counter = Counter()
+        cut: set[str] = set()
+        for line in log.splitlines():
+            queue_id, _, rest = line.partition(": ")
+            if rest.startswith("message-id="):
+                ids[queue_id] = rest.removeprefix("message-id=").strip()
+            elif MAY_BE_SENT_TWICE in rest:
+                cut.add(queue_id)
+            elif "status=sent" in rest and rest.startswith("to=<"):
+                relay = rest.partition("relay=")[2].partition(",")[0]
+                if not any(address in relay for address in internal):
+                    sent[queue_id] += 1
+        flagged |= {ids[q] for q in cut if q in ids}
+        for queue_id, count in sent.items():
+            if queue_id in ids:
+                confirmed[ids[queue_id]] += count
+    unconfirmed = {mid for mid, copies in delivered.items() if copies > 1 and copies > confirmed[mid]}
+    return (flagged & {mid for mid, copies in delivered.items() if copies > 1}) | unconfirmed
+
+
 def reconcile(attempts: Iterable[Any], delivered: Mapping[str, int]) -> dict[str, Any]:
     """Compare what the relays acknowledged with what the recipient side stored.
 
@@ -304,10 +348,9 @@ def build_report(
 ) -> dict[str, Any]:
     """Every figure of a drill, its timeline, configuration, targets and verdict.
 
-    cut_in_flight: Message-IDs whose delivery to the recipient side a relay
-    logged as "message may be sent more than once" (the connection broke
-    after the data went out and before the 250 came back, RFC 1047). A
-    duplicate among them is explained; it still counts against max_duplicated.
+    cut_in_flight: Message-IDs with a delivery to the recipient side whose
+    250 never reached a relay (see cut_in_flight()). A duplicate among them
+    is explained; it still counts against max_duplicated.
 
     fault_at defaults to the fault_injected event. Times in the timeline,
     series and holder band are seconds relative to the fault (or to the

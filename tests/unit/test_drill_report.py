@@ -260,6 +260,49 @@ def test_a_duplicate_cut_in_flight_is_explained_and_still_breaches():
     assert "2 (1 cut in flight: 250 lost)" in drill_report.render_summary(report)
 
 
+SINK = "mailha-sink.mailha.test[10.213.0.30]:25"
+INTERNAL = ["10.213.0.11", "10.213.0.12", "10.213.0.100"]
+
+
+def sent_line(queue_id: str, relay: str = SINK) -> str:
+    return f"{queue_id}: to=<s@inbox.test>, relay={relay}, delay=0.1, dsn=2.0.0, status=sent (250 2.0.0 Ok)"
+
+
+def test_copies_no_relay_saw_confirmed_are_cut_in_flight():
+    """Postfix's own logs tell an RFC 1047 duplicate (a delivery whose 250
+    never came back) from one a relay really sent twice."""
+    mx1 = "\n".join(
+        [
+            "A1: message-id=<partition@x>",
+            "A1: conversation with mailha-sink[10.213.0.30] timed out: message may be sent more than once",
+            # Handed over to the active relay: not a delivery.
+            sent_line("A1", relay="10.213.0.100[10.213.0.100]:25"),
+            "B1: message-id=<stopped@x>",  # stopped after the sink's 250, before its record
+            "C1: message-id=<twice@x>",
+            sent_line("C1"),
+            sent_line("C1"),
+            "D1: message-id=<once@x>",
+            sent_line("D1"),
+        ]
+    )
+    mx2 = "\n".join(
+        [
+            "E2: message-id=<partition@x>",
+            sent_line("E2"),
+            "F2: message-id=<stopped@x>",
+            sent_line("F2"),
+            "G2: message-id=<handover@x>",
+            sent_line("G2"),
+            "H2: message-id=<handover@x>",
+            sent_line("H2"),
+        ]
+    )
+    delivered = {"<partition@x>": 2, "<stopped@x>": 2, "<twice@x>": 2, "<once@x>": 1, "<handover@x>": 2}
+    cut = drill_report.cut_in_flight([mx1, mx2], delivered, INTERNAL)
+    # twice and handover: every copy was confirmed, so a relay sent it twice: a defect.
+    assert cut == {"<partition@x>", "<stopped@x>"}
+
+
 def test_report_is_json_and_renders_again_from_json():
     report = report_for(crash_drill(), config={"path": Path("/x"), "ids": {"b", "a"}})
     text = json.dumps(report)
