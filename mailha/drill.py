@@ -324,7 +324,7 @@ class Drill:
         if switched:
             self.event("balancer_switched", switched)
 
-    def cut_in_flight(self, since: float, delivered) -> set[str]:
+    def cut_in_flight(self, since: float, delivered: dict[str, int]) -> set[str]:
         """Duplicates whose first copy's 250 never reached a relay (drill_report.cut_in_flight)."""
         logs = [
             self.hosts.exec(
