@@ -3,6 +3,7 @@ with campaign traffic through the load balancer for the whole run."""
 
 from __future__ import annotations
 
+import email
 import json
 import time
 
@@ -66,6 +67,13 @@ def test_planned_failover_and_failback_refuse_and_lose_nothing(lab, cli, on_prim
         == lab.hosts["mx2"]["mailha_address"]
     )
     assert_nothing_refused_or_lost(lab, attempts, "planned failover")
+    # The closing test message arrived, well formed: one Message-ID header
+    # (a mailbox provider refuses a message with two).
+    tests = [e for e in lab.sink_index() if "@mailha-switch-" in (e.get("message_id") or "")]
+    assert tests, "the switch's test message is not at the recipient side"
+    for entry in tests:
+        headers = email.message_from_bytes(lab.raw_message(entry["file"]))
+        assert len(headers.get_all("Message-ID")) == 1, entry
 
     early = cli("failback", "--yes")
     assert early.returncode == 1 and "within the hold-down" in early.stdout + early.stderr
