@@ -78,7 +78,12 @@ host_create() {
 host_remove() {
   local name=$1
   if podman container exists "$name"; then
-    podman rm -f -v -t 5 "$name" >/dev/null
+    # Stop first (systemd shuts down on the image's stop signal), then
+    # remove. `podman rm -f` alone can meet a container that stops by
+    # itself just as podman falls back to SIGKILL, and fails with
+    # "container state improper: stopped"; the removal is tried again then.
+    podman stop -t 10 "$name" >/dev/null 2>&1 || true
+    podman rm -f -v "$name" >/dev/null 2>&1 || podman rm -f -v "$name" >/dev/null
     echo "lab: host $name removed"
   fi
 }
