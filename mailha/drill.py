@@ -32,8 +32,6 @@ from mailha.lab import MASTER_PROCESS, PodmanHosts, RecipientSide, recipient_sid
 from mailha.pair import Pair
 from mailha.traffic import Target, TrafficGenerator, build_message, message_id, new_run_id, submit
 
-# What Postfix's smtp client logs when a connection broke between sending
-# the message and reading the reply (RFC 1047).
 SCENARIOS = ("mta-crash", "host-down", "network-partition", "keepalived-crash", "manual-failover")
 DEFAULT_SLOS = {"max_outage_seconds": 2.0, "max_lost": 0, "max_duplicated": 0}
 # Upper bound on the traffic of a manual-failover drill beyond --duration.
@@ -187,14 +185,7 @@ class Drill:
             self.hosts.exec(target, "systemctl", "restart", "postfix@-.service")
         elif scenario == "host-down":
             self.hosts.podman("start", target)
-            self.wait(
-                lambda: (
-                    self.hosts.exec(target, "systemctl", "is-system-running", check=False).stdout.strip()
-                    in ("running", "degraded")
-                ),
-                120,
-                f"{failed} to boot",
-            )
+            self.wait(lambda: self.hosts.booted(target), 120, f"{failed} to boot")
         elif scenario == "network-partition":
             self.hosts.link(target, up=True)
         elif scenario == "keepalived-crash":

@@ -74,6 +74,8 @@ def _count(value: Any) -> int:
 # --- reconciliation -------------------------------------------------------
 
 
+# What Postfix's smtp client logs when a connection broke between sending
+# the message and reading the reply (RFC 1047).
 MAY_BE_SENT_TWICE = "message may be sent more than once"
 
 
@@ -114,8 +116,8 @@ def cut_in_flight(
         for queue_id, count in sent.items():
             if queue_id in ids:
                 confirmed[ids[queue_id]] += count
-    unconfirmed = {mid for mid, copies in delivered.items() if copies > 1 and copies > confirmed[mid]}
-    return (flagged & {mid for mid, copies in delivered.items() if copies > 1}) | unconfirmed
+    duplicated = {mid for mid, copies in delivered.items() if copies > 1}
+    return (flagged & duplicated) | {mid for mid in duplicated if delivered[mid] > confirmed[mid]}
 
 
 def reconcile(attempts: Iterable[Any], delivered: Mapping[str, int]) -> dict[str, Any]:

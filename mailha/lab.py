@@ -42,6 +42,11 @@ class PodmanHosts:
     def exec(self, target: str, *command: str, timeout: float = 60, check: bool = True):
         return self.podman("exec", target, *command, timeout=timeout, check=check)
 
+    def booted(self, target: str) -> bool:
+        """systemd in the container has finished booting (degraded counts: a lab unit may fail)."""
+        state = self.exec(target, "systemctl", "is-system-running", check=False).stdout.strip()
+        return state in ("running", "degraded")
+
     def pid(self, target: str) -> str:
         return self.podman("inspect", "-f", "{{.State.Pid}}", target).stdout.strip()
 
