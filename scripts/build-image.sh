@@ -22,7 +22,7 @@ suite=bookworm
 # role enables the ones its host needs.
 packages=(
   systemd systemd-sysv dbus python3 python3-apt
-  iproute2 iputils-ping procps ca-certificates openssl
+  iproute2 iputils-ping procps ca-certificates openssl nftables
   postfix opendkim opendkim-tools
   keepalived haproxy socat
   bind9 bind9-dnsutils

@@ -35,6 +35,8 @@ locals {
   # its outbound connections to the floating IP even where it is not held.
   mail_capabilities = ["NET_ADMIN", "NET_RAW", "NET_BROADCAST"]
   mail_sysctls      = { "net.ipv4.ip_nonlocal_bind" = "1" }
+  # Every other host loads its own host firewall (nftables) and nothing more.
+  host_capabilities = ["NET_ADMIN"]
 }
 
 module "network" {
@@ -54,7 +56,7 @@ module "host" {
   network       = module.network.name
   address       = local.addresses[each.key]
   dns           = each.key == "ns" ? null : local.nameserver
-  capabilities  = contains(local.groups[each.key], "mail") ? local.mail_capabilities : []
+  capabilities  = contains(local.groups[each.key], "mail") ? local.mail_capabilities : local.host_capabilities
   sysctls       = contains(local.groups[each.key], "mail") ? local.mail_sysctls : {}
   podman_script = local.podman_script
 }
