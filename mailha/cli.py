@@ -181,13 +181,19 @@ def history_command(inventory_path: Path, output_format: str, limit: int) -> Non
         return
     for record in records:
         details = record.get("details", {})
-        target = f" -> {details['target']}" if "target" in details else ""
-        click.echo(
-            f"{record['started']}  {record['command']}{target}  {record['result']}  {record.get('seconds', 0):.1f}s  "
-            f"{record['operator']}  {record.get('reason') or '-'}"
+        started, command, result, operator = (
+            _printable(record[k]) for k in ("started", "command", "result", "operator")
         )
+        target = f" -> {_printable(details['target'])}" if "target" in details else ""
+        reason = _printable(record.get("reason") or "-")
+        click.echo(f"{started}  {command}{target}  {result}  {record.get('seconds', 0):.1f}s  {operator}  {reason}")
         for step in record.get("steps", []):
-            click.echo(f"    {step['result']:<7} {step['seconds']:>6.1f}s  {step['name']}")
+            click.echo(f"    {_printable(step['result']):<7} {step['seconds']:>6.1f}s  {_printable(step['name'])}")
+
+
+def _printable(value: object) -> str:
+    """A history field on one line: the file is edited by people, and a reason is free text."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
 
 
 @main.command("drill")
@@ -241,19 +247,25 @@ def queue_group() -> None:
 def handover_command(inventory_path: Path, node: str | None) -> None:
     """Hand a returned relay's queue over to the active relay."""
     pair = pair_mod.load(inventory_path)
+    if node is not None:
+        pair.node(node)  # BadInput for a name that is not one of the pair's, even an empty one
     switch_mod.run_handover(pair, node)
     click.echo("queue handed over")
 
 
 def read_contract_file(path: Path) -> object:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}") from None
     try:
-        return json.loads(text)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not UTF-8 text (byte {exc.start + 1})") from None
     except json.JSONDecodeError as exc:
         raise BadInput(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise BadInput(f"{path} is not the output contract: its JSON is nested too deeply") from None
 
 
 if __name__ == "__main__":  # pragma: no cover

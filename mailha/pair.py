@@ -9,15 +9,18 @@ the CLI reads them without running Ansible.
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mailha import inventory
-from mailha.audit import state_dir
-from mailha.errors import BadInput
+from mailha import inventory, names
+from mailha.audit import make_state_dir, state_dir
+from mailha.errors import BadInput, MailhaError
 
 SETTINGS_FILE = Path("group_vars") / "all" / "mailha.yml"
 
@@ -36,6 +39,42 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_drill_max_outage_seconds": 2.0,
     "mailha_drill_max_lost": 0,
     "mailha_drill_max_duplicated": 0,
+}
+
+TSIG_ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+MAIL_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}@(.+)")
+
+
+def _between(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high and math.isfinite(value) else f"must be between {low:g} and {high:g}"
+
+    return check
+
+
+def _mail_address(value: str) -> str | None:
+    match = MAIL_ADDRESS.fullmatch(value)
+    if match and names.dns_name_problem(match.group(1)) is None:
+        return None
+    return "must be a mail address such as postmaster@example.net"
+
+
+# What each setting the CLI reads may hold beyond its type: the names go into
+# file paths (the TSIG key file), DNS updates and the test message.
+SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
+    "mailha_agent_port": _between(1, 65535),
+    "mailha_haproxy_stats_port": _between(1, 65535),
+    "mailha_tsig_key_name": names.dns_name_problem,
+    "mailha_tsig_algorithm": lambda v: None if v in TSIG_ALGORITHMS else f"must be one of {', '.join(TSIG_ALGORITHMS)}",
+    "mailha_active_record": names.host_name_problem,
+    "mailha_failback_hold_down_seconds": _between(0, 86400),
+    "mailha_probe_timeout": _between(0.05, 60),
+    "mailha_queue_deferred_warning": _between(0, 10**9),
+    "mailha_test_recipient": _mail_address,
+    "mailha_test_sender": _mail_address,
+    "mailha_drill_max_outage_seconds": _between(0, 3600),
+    "mailha_drill_max_lost": _between(0, 10**9),
+    "mailha_drill_max_duplicated": _between(0, 10**9),
 }
 
 
@@ -98,18 +137,26 @@ class Pair:
     def designated_primary(self) -> str:
         """The node meant to be active: the last switch's target, else the inventory's MASTER."""
         path = self.state_dir / "designation.json"
-        if path.exists():
-            try:
-                primary = json.loads(path.read_text()).get("primary")
-            except (OSError, ValueError):
-                primary = None
-            if primary in self.nodes:
-                return primary
+        try:
+            document = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            document = None  # absent or damaged: the inventory decides
+        primary = document.get("primary") if isinstance(document, dict) else None
+        if isinstance(primary, str) and primary in self.nodes:
+            return primary
+        return self.inventory_primary()
+
+    def inventory_primary(self) -> str:
+        """The mail host the inventory built as VRRP MASTER (load() checked there is exactly one)."""
         return next(n.name for n in self.nodes.values() if n.designated_state == "MASTER")
 
     def set_designated_primary(self, name: str) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        (self.state_dir / "designation.json").write_text(json.dumps({"primary": name}) + "\n")
+        make_state_dir(self.state_dir)
+        path = self.state_dir / "designation.json"
+        try:
+            path.write_text(json.dumps({"primary": name}) + "\n")
+        except OSError as exc:
+            raise MailhaError(f"cannot record {name} as the primary in {path}: {exc.strerror}") from None
 
     def tsig_secret(self) -> str:
         path = self.secrets_dir / f"tsig-{self.settings['mailha_tsig_key_name']}.key"
@@ -125,10 +172,16 @@ class Pair:
 def load_settings(inventory_path: Path) -> dict[str, Any]:
     settings = dict(DEFAULT_SETTINGS)
     path = inventory_path.parent / SETTINGS_FILE
-    if not path.exists():
-        return settings
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return settings
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not UTF-8 text (byte {exc.start + 1}); fix it and retry") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError:
         raise BadInput(f"{path} is not valid YAML; fix it and retry") from None
     if not isinstance(data, dict):
@@ -136,44 +189,111 @@ def load_settings(inventory_path: Path) -> dict[str, Any]:
     for key, value in data.items():
         if isinstance(value, str) and "{{" in value:
             raise BadInput(f"{path}: {key} must be a plain value, the CLI does not evaluate Jinja")
-        expected = type(DEFAULT_SETTINGS.get(key, value))
+        if key not in DEFAULT_SETTINGS:
+            settings[key] = value
+            continue
+        expected = type(DEFAULT_SETTINGS[key])
         widened = expected is float and isinstance(value, int)
-        if not isinstance(value, expected) and not widened:
+        if isinstance(value, bool) or (not isinstance(value, expected) and not widened):
             raise BadInput(f"{path}: {key} must be of type {expected.__name__}, not {type(value).__name__}")
+        rule = SETTING_RULES[key](value)
+        if rule is not None:
+            raise BadInput(f"{path}: {key} is {names.shown(value)}; it {rule}")
         settings[key] = value
     return settings
 
 
+def _mapping(value: Any, where: str, inventory_path: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInput(
+            f"inventory {inventory_path}: {where} must be a mapping, not {type(value).__name__}; "
+            "regenerate it with 'mailha inventory'"
+        )
+    return value
+
+
+def _checked(value: Any, where: str, problem: Callable[[object], str | None], inventory_path: Path) -> Any:
+    rule = problem(value)
+    if rule is not None:
+        raise BadInput(
+            f"inventory {inventory_path}: {where} is {names.shown(value)}; it {rule}; "
+            "regenerate it with 'mailha inventory'"
+        )
+    return value
+
+
 def load(inventory_path: Path) -> Pair:
+    """The pair of a generated inventory; BadInput, naming the value, for anything the CLI cannot use.
+
+    The inventory may be older than the checks of the contract, or edited by
+    hand, so what the CLI puts into paths, URLs and command lines is checked
+    again here with the same rules (names.py)."""
     data = inventory.load(inventory_path)
-    all_vars = data["all"].get("vars") or {}
-    children = data["all"].get("children") or {}
-    required = ("mailha_environment", "mailha_floating_ip", "mailha_nameserver", "mailha_dns_zone")
+    all_vars = _mapping(data["all"].get("vars"), "all.vars", inventory_path)
+    children = _mapping(data["all"].get("children"), "all.children", inventory_path)
+    required = (
+        "mailha_environment",
+        "mailha_floating_ip",
+        "mailha_nameserver",
+        "mailha_dns_zone",
+        "mailha_sending_host",
+    )
     missing = [key for key in required if key not in all_vars]
     if missing:
         raise BadInput(f"inventory {inventory_path} lacks {', '.join(missing)}; regenerate it with 'mailha inventory'")
-    mail_hosts = (children.get("mail") or {}).get("hosts") or {}
+    _checked(all_vars["mailha_environment"], "mailha_environment", names.environment_problem, inventory_path)
+    for key in ("mailha_floating_ip", "mailha_nameserver"):
+        _checked(all_vars[key], key, names.address_problem, inventory_path)
+    for key in ("mailha_dns_zone", "mailha_sending_host"):
+        _checked(all_vars[key], key, names.dns_name_problem, inventory_path)
+    groups = {
+        name: _mapping(
+            _mapping(group, f"group {names.shown(name)}", inventory_path).get("hosts"),
+            f"{names.shown(name)}.hosts",
+            inventory_path,
+        )
+        for name, group in children.items()
+    }
+    mail_hosts = groups.get("mail", {})
     if len(mail_hosts) != 2:
         raise BadInput(f"inventory {inventory_path} must have two hosts in group mail, found {len(mail_hosts)}")
     nodes = {}
-    for name, host in sorted(mail_hosts.items()):
+    for name, host in sorted(mail_hosts.items(), key=lambda item: str(item[0])):
+        _checked(name, "a host in group mail", names.host_name_problem, inventory_path)
+        host = _mapping(host, f"host {name}", inventory_path)
         try:
             nodes[name] = Node(
                 name, host["mailha_address"], host["mailha_fqdn"], host["ansible_host"], host["mailha_vrrp_state"]
             )
-        except (KeyError, TypeError) as exc:
+        except KeyError as exc:
             raise BadInput(f"inventory {inventory_path}: host {name} lacks {exc}; regenerate it") from None
+        _checked(host["mailha_address"], f"{name}.mailha_address", names.address_problem, inventory_path)
+        _checked(host["mailha_fqdn"], f"{name}.mailha_fqdn", names.dns_name_problem, inventory_path)
+        _checked(host["ansible_host"], f"{name}.ansible_host", names.target_problem, inventory_path)
+    states = [node.designated_state for node in nodes.values()]
+    if sorted(map(str, states)) != ["BACKUP", "MASTER"]:
+        raise BadInput(
+            f"inventory {inventory_path}: the mail hosts' mailha_vrrp_state are {', '.join(map(names.shown, states))}; "
+            "one MASTER and one BACKUP are needed; regenerate it with 'mailha inventory'"
+        )
     balancer_name = all_vars.get("mailha_load_balancer_host", "lb")
-    balancer_hosts = (children.get("loadbalancer") or {}).get("hosts") or {}
-    balancer = dict(balancer_hosts.get(balancer_name) or {})
+    _checked(balancer_name, "mailha_load_balancer_host", names.host_name_problem, inventory_path)
+    balancer = dict(
+        _mapping(groups.get("loadbalancer", {}).get(balancer_name), f"host {balancer_name}", inventory_path)
+    )
     balancer.setdefault("mailha_address", all_vars.get("mailha_load_balancer_address"))
+    _checked(balancer["mailha_address"], "the load balancer's address", names.address_problem, inventory_path)
     balancer["name"] = balancer_name
-    return Pair(
+    pair = Pair(
         environment=all_vars["mailha_environment"],
         inventory_path=inventory_path,
         vars=all_vars,
         nodes=nodes,
         balancer=balancer,
         settings=load_settings(inventory_path),
-        groups={name: dict((group or {}).get("hosts") or {}) for name, group in children.items()},
+        groups=groups,
     )
+    pair.state_dir  # noqa: B018 - refuse an unusable state directory before any command starts
+    return pair

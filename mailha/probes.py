@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import http.client
 import io
 import json
 import socket
@@ -56,18 +57,73 @@ def smtp_greeting(host: str, port: int = 25, timeout: float = 1.0) -> SmtpProbe:
     return SmtpProbe(False, elapsed, line or "connection closed without a greeting")
 
 
+# Far more than a health agent's /status or HAProxy's CSV: a bigger answer is refused unread.
+MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class HttpJson:
+    """What an HTTP GET for a JSON document got."""
+
+    status: int | None  # None: no HTTP answer at all
+    document: object = None
+    error: str = ""  # why there is no document: no answer, or an answer that is not JSON
+
+    @property
+    def reachable(self) -> bool:
+        return self.status is not None
+
+
+def read_body(response, timeout: float, limit: int = MAX_BODY) -> bytes:
+    """The response body, at most `limit` bytes, all within `timeout` seconds (a trickling server is cut off)."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the body took longer than {timeout:g}s")
+        chunk = response.read1(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"the body is larger than {limit // 1024} KiB")
+        chunks.append(chunk)
+
+
+def _decode_json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def get_json(url: str, timeout: float = 1.0) -> HttpJson:
+    """GET a JSON document; never raises."""
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - http URLs we build
+    except urllib.error.HTTPError as exc:
+        response = exc  # an answer all the same, whose body may say more
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        return HttpJson(None, error=f"{type(exc).__name__}: {exc}")
+    with response:
+        status = response.status
+        try:
+            body = read_body(response, timeout)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return HttpJson(status, error=f"{type(exc).__name__}: {exc}")
+    try:
+        return HttpJson(status, _decode_json(body))
+    except ValueError as exc:  # also a body that is not UTF-8
+        return HttpJson(status, error=f"not JSON ({type(exc).__name__}: {exc})")
+
+
 def http_json(url: str, timeout: float = 1.0) -> tuple[int | None, object]:
     """GET a JSON document; return (status, decoded body) or (None, error text)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http URLs we build
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, exc.reason
-    except (OSError, ValueError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+    answer = get_json(url, timeout)
+    if answer.error:
+        return None, answer.error
+    return answer.status, answer.document
 
 
 def haproxy_servers(stats_url: str, timeout: float = 1.0) -> dict[str, str] | str:
@@ -75,18 +131,21 @@ def haproxy_servers(stats_url: str, timeout: float = 1.0) -> dict[str, str] | st
     keyed by server name; an error text when the stats cannot be read."""
     try:
         with urllib.request.urlopen(stats_url, timeout=timeout) as response:  # noqa: S310
-            text = response.read().decode()
-    except (OSError, ValueError) as exc:
+            text = read_body(response, timeout).decode("utf-8", "replace")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}"
-    rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-    servers = {}
-    for row in rows:
-        name = row.get("svname", "")
-        if name in ("FRONTEND", "BACKEND") or not name:
-            continue
-        servers.setdefault(name, row.get("status", "UNKNOWN"))
-        if row.get("status", "").startswith("DOWN"):
-            servers[name] = row["status"]
+    servers: dict[str, str] = {}
+    try:
+        for row in csv.DictReader(io.StringIO(text.lstrip("# "))):
+            name, status = row.get("svname"), row.get("status")
+            if not isinstance(name, str) or name in ("FRONTEND", "BACKEND", ""):
+                continue
+            status = status if isinstance(status, str) and status else "UNKNOWN"
+            servers.setdefault(name, status)
+            if status.startswith("DOWN"):
+                servers[name] = status
+    except csv.Error as exc:
+        return f"statistics are not HAProxy CSV: {exc}"
     return servers
 
 
@@ -97,5 +156,5 @@ def dns_a(name: str, nameserver: str, timeout: float = 1.0) -> list[str] | str:
     resolver.lifetime = timeout
     try:
         return sorted(r.address for r in resolver.resolve(name, "A"))
-    except dns.exception.DNSException as exc:
+    except (dns.exception.DNSException, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -10,11 +10,13 @@ Verdict: healthy (exit 0), degraded (1) or critical (2).
 from __future__ import annotations
 
 import json
+import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mailha import probes
+from mailha import names, probes
 from mailha.pair import Pair
 
 HEALTHY, DEGRADED, CRITICAL = "healthy", "degraded", "critical"
@@ -37,6 +39,8 @@ class NodeView:
     queue: dict[str, int] | None
     queue_oldest_age_seconds: float | None
     balancer_state: str
+    # Why agent_ok is False: "unreachable", or what is wrong with its answer.
+    agent_problem: str = ""
 
 
 @dataclass
@@ -77,7 +81,7 @@ def gather(pair: Pair) -> Topology:
     with ThreadPoolExecutor(max_workers=8) as pool:
         smtp = {n: pool.submit(probes.smtp_greeting, node.address, 25, timeout) for n, node in pair.nodes.items()}
         agent = {
-            n: pool.submit(probes.http_json, f"http://{node.address}:{port}/status", timeout)
+            n: pool.submit(probes.get_json, f"http://{node.address}:{port}/status", timeout)
             for n, node in pair.nodes.items()
         }
         servers = pool.submit(probes.haproxy_servers, stats_url, timeout)
@@ -87,25 +91,25 @@ def gather(pair: Pair) -> Topology:
     views = []
     for name, node in pair.nodes.items():
         probe = smtp[name].result()
-        status, document = agent[name].result()
-        agent_ok = status == 200 and isinstance(document, dict)
-        doc = document if agent_ok else {}
+        doc, agent_problem = agent_status(agent[name].result())
+        agent_ok = doc is not None
         views.append(
             NodeView(
                 name=name,
                 address=node.address,
                 role="primary" if name == primary else "standby",
-                vrrp_state=doc.get("vrrp_state", "UNKNOWN"),
-                holds_floating_ip=doc.get("holds_floating_ip") if agent_ok else None,
+                vrrp_state=doc["vrrp_state"] if agent_ok else "UNKNOWN",
+                holds_floating_ip=doc["holds_floating_ip"] if agent_ok else None,
                 smtp_ok=probe.ok,
                 smtp_ms=round(probe.seconds * 1000, 1),
                 smtp_detail=probe.detail,
                 agent_ok=agent_ok,
-                healthy=doc.get("healthy") if agent_ok else None,
-                drained=doc.get("drained") if agent_ok else None,
-                queue=doc.get("queue") if agent_ok else None,
-                queue_oldest_age_seconds=doc.get("queue_oldest_age_seconds"),
+                healthy=doc["healthy"] if agent_ok else None,
+                drained=doc["drained"] if agent_ok else None,
+                queue=doc["queue"] if agent_ok else None,
+                queue_oldest_age_seconds=doc["queue_oldest_age_seconds"] if agent_ok else None,
                 balancer_state=lb_servers.get(name, "ABSENT") if isinstance(lb_servers, dict) else "UNKNOWN",
+                agent_problem=agent_problem,
             )
         )
     dns_answer = answer.result()
@@ -130,6 +134,60 @@ def gather(pair: Pair) -> Topology:
     return topology
 
 
+VRRP_STATE = re.compile(r"[A-Z][A-Z_]{0,15}")
+QUEUE_NAME = re.compile(r"[a-z][a-z_]{0,15}")
+MAX_QUEUES = 16
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _age(value: object) -> bool:
+    return value is None or (type(value) in (int, float) and math.isfinite(value) and value >= 0)
+
+
+# The fields of the agent's /status (roles/mail_health, status_document) that
+# status reads, each with its check and what it must be.
+AGENT_FIELDS = {
+    "vrrp_state": (lambda v: isinstance(v, str) and VRRP_STATE.fullmatch(v), "a VRRP state such as MASTER"),
+    "holds_floating_ip": (lambda v: isinstance(v, bool), "true or false"),
+    "healthy": (lambda v: isinstance(v, bool), "true or false"),
+    "drained": (lambda v: isinstance(v, bool), "true or false"),
+    "queue": (
+        lambda v: (
+            isinstance(v, dict)
+            and len(v) <= MAX_QUEUES
+            and all(isinstance(k, str) and QUEUE_NAME.fullmatch(k) and _count(c) for k, c in v.items())
+        ),
+        "an object of queue names and message counts",
+    ),
+    "queue_oldest_age_seconds": (_age, "null or a number of seconds"),
+}
+
+
+def agent_status(answer: probes.HttpJson) -> tuple[dict[str, Any] | None, str]:
+    """The checked fields of a health agent's /status, or (None, why the answer cannot be used).
+
+    The answer comes over the network: anything but the expected shape makes
+    the agent "unreadable", a finding like an unreachable agent, never an error."""
+    if not answer.reachable:
+        return None, "unreachable"
+    if answer.error:
+        return None, f"answer unreadable: {answer.error}"[:200]
+    if answer.status != 200:
+        return None, f"answer unreadable: HTTP status {answer.status}"
+    document = answer.document
+    if not isinstance(document, dict):
+        return None, f"answer unreadable: a JSON {names.json_kind(document)}, not an object"
+    for key, (valid, wanted) in AGENT_FIELDS.items():
+        if key not in document and key != "queue_oldest_age_seconds":
+            return None, f"answer unreadable: {key} is missing"
+        if not valid(document.get(key)):
+            return None, f"answer unreadable: {key} is not {wanted}"
+    return {key: document.get(key) for key in AGENT_FIELDS}, ""
+
+
 def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
     """The problems an operator must know about, most severe first."""
     problems: list[dict[str, str]] = []
@@ -145,7 +203,8 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
     for n in t.nodes:
         if not n.agent_ok:
             severity = CRITICAL if len(unknown) == len(t.nodes) else DEGRADED
-            add(severity, f"{n.name}: health agent unreachable ({n.address}); its VRRP state and queue are unknown")
+            problem = n.agent_problem or "unreachable"
+            add(severity, f"{n.name}: health agent {problem} ({n.address}); its VRRP state and queue are unknown")
         if n.name in t.holders and not n.smtp_ok:
             add(CRITICAL, f"{n.name} holds the floating IP but its MTA does not greet: {n.smtp_detail}")
         if n.name not in t.holders and n.vrrp_state == "FAULT":
