@@ -14,10 +14,3 @@ locals {
     hosts         = var.hosts
   }
 }
-
-check "floating_ip_is_not_a_host_address" {
-  assert {
-    condition     = !contains([for h in var.hosts : h.address], var.floating_ip)
-    error_message = "The floating IP ${var.floating_ip} is also a host's address."
-  }
-}

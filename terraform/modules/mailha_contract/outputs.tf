@@ -1,6 +1,22 @@
 output "contract" {
   description = "The mailha output contract (docs/design.md), the input of the inventory generator."
   value       = local.contract
+
+  # Rules that span several variables; mailha.inventory.validate checks them again.
+  precondition {
+    condition     = alltrue([for h in var.hosts : h.fqdn == var.dns.zone || endswith(h.fqdn, ".${var.dns.zone}")])
+    error_message = "every host's fqdn must be inside dns.zone ${var.dns.zone}: the zone holds their A records."
+  }
+
+  precondition {
+    condition     = contains(keys(var.hosts), var.load_balancer.host)
+    error_message = "load_balancer.host ${var.load_balancer.host} must be one of the hosts."
+  }
+
+  precondition {
+    condition     = !contains([for h in var.hosts : h.address], var.floating_ip)
+    error_message = "The floating IP ${var.floating_ip} is also a host's address."
+  }
 }
 
 output "primary" {

@@ -1,6 +1,11 @@
 variable "environment" {
-  description = "Name of the environment (lab, cloud, ...)."
+  description = "Name of the environment (lab, cloud, ...); it names directories (/var/lib/mailha/<environment>)."
   type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_-]{0,31}$", var.environment))
+    error_message = "environment must be 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter (it becomes a directory name)."
+  }
 }
 
 variable "connection" {
@@ -19,6 +24,16 @@ variable "network" {
     cidr    = string
     gateway = string
   })
+
+  validation {
+    condition     = can(cidrhost(var.network.cidr, 0))
+    error_message = "network.cidr must be a network in CIDR notation, such as 10.213.0.0/24."
+  }
+
+  validation {
+    condition     = can(cidrhost("${var.network.gateway}/32", 0)) || can(cidrhost("${var.network.gateway}/128", 0))
+    error_message = "network.gateway must be an IP address."
+  }
 }
 
 variable "floating_ip" {
@@ -39,6 +54,26 @@ variable "dns" {
     sending_host    = string
     submission_host = string
   })
+
+  validation {
+    condition = alltrue([
+      for name in [var.dns.zone, var.dns.sending_host, var.dns.submission_host] :
+      length(name) <= 253 && can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$", name))
+    ])
+    error_message = "dns.zone, dns.sending_host and dns.submission_host must be DNS names of lower-case labels joined by '.', without a trailing dot."
+  }
+
+  validation {
+    condition = alltrue([
+      for name in [var.dns.sending_host, var.dns.submission_host] : name == var.dns.zone || endswith(name, ".${var.dns.zone}")
+    ])
+    error_message = "dns.sending_host and dns.submission_host must be inside dns.zone."
+  }
+
+  validation {
+    condition     = can(cidrhost("${var.dns.nameserver}/32", 0)) || can(cidrhost("${var.dns.nameserver}/128", 0))
+    error_message = "dns.nameserver must be an IP address."
+  }
 }
 
 variable "load_balancer" {
@@ -48,6 +83,21 @@ variable "load_balancer" {
     address = string
     ports   = list(number)
   })
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.load_balancer.host))
+    error_message = "load_balancer.host must be a host name: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'."
+  }
+
+  validation {
+    condition     = can(cidrhost("${var.load_balancer.address}/32", 0)) || can(cidrhost("${var.load_balancer.address}/128", 0))
+    error_message = "load_balancer.address must be an IP address."
+  }
+
+  validation {
+    condition     = length(var.load_balancer.ports) > 0 && alltrue([for p in var.load_balancer.ports : p == floor(p) && p >= 1 && p <= 65535])
+    error_message = "load_balancer.ports must be a non-empty list of TCP ports (1-65535)."
+  }
 }
 
 variable "hosts" {
@@ -60,6 +110,41 @@ variable "hosts" {
     vrrp_priority = optional(number)
     vrrp_state    = optional(string)
   }))
+
+  # The names become Ansible host and group names, podman arguments and
+  # directory names: each must match the same pattern mailha/names.py checks.
+  validation {
+    condition     = alltrue([for name in keys(var.hosts) : can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", name))])
+    error_message = "every host name (a key of hosts) must be a DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'."
+  }
+
+  validation {
+    condition     = alltrue([for h in var.hosts : can(cidrhost("${h.address}/32", 0)) || can(cidrhost("${h.address}/128", 0))])
+    error_message = "every host's address must be an IP address."
+  }
+
+  validation {
+    condition = alltrue([
+      for h in var.hosts :
+      length(h.fqdn) <= 253 && can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$", h.fqdn))
+    ])
+    error_message = "every host's fqdn must be a DNS name of lower-case labels joined by '.', without a trailing dot."
+  }
+
+  validation {
+    condition = alltrue([
+      for h in var.hosts :
+      can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$", h.target)) || can(cidrhost("${h.target}/32", 0)) || can(cidrhost("${h.target}/128", 0))
+    ])
+    error_message = "every host's target must be a container or host name (letters, digits, '_', '.', '-'; starting with a letter or digit) or an IP address."
+  }
+
+  validation {
+    condition = alltrue([
+      for h in var.hosts : length(h.groups) > 0 && alltrue([for g in h.groups : contains(["mail", "loadbalancer", "dns", "recipient"], g)])
+    ])
+    error_message = "every host needs groups from mail, loadbalancer, dns and recipient (the groups the playbooks know)."
+  }
 
   validation {
     condition     = length([for h in var.hosts : h if contains(h.groups, "mail")]) == 2
