@@ -10,7 +10,8 @@ import os
 import subprocess
 from collections import Counter
 
-from mailha.errors import MailhaError
+from mailha import names
+from mailha.errors import BadInput, MailhaError
 from mailha.pair import Pair
 
 MASTER_PROCESS = "^/usr/lib/postfix/sbin/master"
@@ -52,12 +53,18 @@ class PodmanHosts:
 
     def link(self, target: str, up: bool) -> None:
         """Cut or restore a host's network link from outside, as a switch port would."""
-        subprocess.run(
-            ["nsenter", "-t", self.pid(target), "-n", "ip", "link", "set", "eth0", "up" if up else "down"],
-            check=True,
-            capture_output=True,
-            timeout=10,
-        )
+        pid = self.pid(target)
+        if not pid.isdigit():
+            raise MailhaError(f"podman inspect gave {pid!r} as the process of {target}, not a process id")
+        command = ["nsenter", "-t", pid, "-n", "ip", "link", "set", "eth0", "up" if up else "down"]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MailhaError(f"nsenter for {target} failed: {exc}") from None
+        if result.returncode != 0:
+            raise MailhaError(
+                f"setting the link of {target} {'up' if up else 'down'} failed: {' '.join(result.stderr.split())[:300]}"
+            )
 
 
 class RecipientSide:
@@ -69,7 +76,18 @@ class RecipientSide:
 
     def index(self) -> list[dict]:
         out = self.hosts.exec(self.target, "mailha-sink-index", timeout=180).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        entries = []
+        for number, line in enumerate(out.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except (ValueError, RecursionError):
+                entry = None
+            if not isinstance(entry, dict):
+                raise MailhaError(f"mailha-sink-index on {self.target}: line {number} is not a JSON object")
+            entries.append(entry)
+        return entries
 
     def counts(self, wanted: set[str] | None = None) -> tuple[Counter, dict[str, dict]]:
         counts: Counter = Counter()
@@ -82,13 +100,19 @@ class RecipientSide:
         return counts, entries
 
     def raw(self, file: str) -> bytes:
-        result = subprocess.run(
-            ["podman", "exec", self.target, "cat", file],
-            capture_output=True,
-            timeout=30,
-            env=self.hosts.env,
-            check=True,
-        )
+        try:
+            result = subprocess.run(
+                ["podman", "exec", self.target, "cat", "--", file],
+                capture_output=True,
+                timeout=30,
+                env=self.hosts.env,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MailhaError(f"podman exec {self.target} cat failed: {exc}") from None
+        if result.returncode != 0:
+            detail = " ".join(result.stderr.decode(errors="replace").split())[:300]
+            raise MailhaError(f"reading {file} on {self.target} failed: {detail}")
         return result.stdout
 
 
@@ -96,4 +120,9 @@ def recipient_side(pair: Pair, hosts: PodmanHosts) -> RecipientSide:
     sinks = pair.groups.get("recipient") or {}
     if not sinks:
         raise MailhaError("the inventory has no host in group recipient; drills need the lab's recipient side")
-    return RecipientSide(hosts, next(iter(sinks.values()))["ansible_host"])
+    name, host_vars = next(iter(sinks.items()))
+    target = host_vars.get("ansible_host") if isinstance(host_vars, dict) else None
+    rule = names.target_problem(target)
+    if rule is not None:
+        raise BadInput(f"inventory {pair.inventory_path}: {name}.ansible_host is {names.shown(target)}; it {rule}")
+    return RecipientSide(hosts, target)

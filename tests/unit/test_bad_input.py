@@ -591,3 +591,34 @@ def test_group_vars_that_are_not_utf8_or_a_directory(inventory_path):
 def test_unknown_node_names_on_the_command_line(inventory_path, node):
     line = one_line_error(CliRunner().invoke(main, ["queue", "handover", "-i", str(inventory_path), "--node", node]))
     assert f"unknown node {node!r}; the pair's nodes are mx1, mx2" in line
+
+
+# -- what the lab's commands hand back -------------------------------------------------------------
+
+
+def test_a_recipient_target_that_is_an_option_is_refused(inventory_path):
+    from mailha import lab
+
+    def add_sink(data):
+        sink = {"ansible_host": "--privileged", "mailha_address": "10.213.0.30", "mailha_fqdn": "sink.mailha.test"}
+        data["all"]["children"]["recipient"] = {"hosts": {"sink": sink}}
+
+    pair = pair_mod.load(_edit_inventory(inventory_path, add_sink))
+    with pytest.raises(BadInput, match=r"sink.ansible_host is '--privileged'; it must be a container"):
+        lab.recipient_side(pair, lab.PodmanHosts(pair))
+
+
+def test_a_sink_index_line_that_is_no_object_is_one_error(inventory_path, monkeypatch):
+    from subprocess import CompletedProcess
+
+    from mailha import lab
+    from mailha.errors import MailhaError
+
+    hosts = lab.PodmanHosts(pair_mod.load(inventory_path))
+    answer = CompletedProcess([], 0, stdout='{"message_id": "<a@b>"}\n[1]\n', stderr="")
+    monkeypatch.setattr(hosts, "exec", lambda *args, **kwargs: answer)
+    with pytest.raises(MailhaError, match="mailha-sink-index on mailha-sink: line 2 is not a JSON object"):
+        lab.RecipientSide(hosts, "mailha-sink").index()
+    monkeypatch.setattr(hosts, "pid", lambda target: "12 13")
+    with pytest.raises(MailhaError, match="not a process id"):
+        hosts.link("mailha-mx1", up=False)
