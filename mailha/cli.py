@@ -18,7 +18,7 @@ from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
 from mailha import status as status_mod
 from mailha import switch as switch_mod
-from mailha.audit import AuditLog, switch_lock
+from mailha.audit import AuditLog, check_directory, switch_lock
 from mailha.errors import BadInput, MailhaError
 
 CONTRACT_OUTPUT = "mailha"
@@ -218,6 +218,9 @@ def drill_command(inventory_path, output_format, scenario, rate, duration, repor
     0 every target (SLO) met, 3 a target breached, 1 the drill could not run.
     """
     pair = pair_mod.load(inventory_path)
+    if report_dir is not None:
+        # Refused now rather than after the fault, when the report is written.
+        check_directory(report_dir, "report directory", "choose another --report")
     if not yes and not click.confirm(f"inject {scenario} on the active relay of {pair.environment} now?"):
         raise MailhaError("aborted: nothing was changed")
     settings = drill_mod.DrillSettings(

@@ -452,6 +452,16 @@ def test_a_state_directory_below_a_regular_file_is_one_line(tmp_path, monkeypatc
     )
 
 
+def test_a_drill_report_directory_below_a_regular_file_is_refused_before_the_fault(tmp_path, inventory_path):
+    blocker = tmp_path / "reports"
+    blocker.write_text("")
+    command = ["drill", "-i", str(inventory_path), "--scenario", "mta-crash", "--yes", "--report", str(blocker / "x")]
+    line = one_line_error(CliRunner().invoke(main, command))
+    assert line == (
+        f"Error: report directory {blocker / 'x'} cannot be used: {blocker} is not a directory; choose another --report"
+    )
+
+
 def test_a_state_directory_that_is_a_regular_file(tmp_path, monkeypatch, inventory_path):
     blocker = tmp_path / "state-file"
     blocker.write_text("")
