@@ -227,7 +227,7 @@ def load(path: Path) -> dict[str, Any]:
         raise BadInput(f"cannot read inventory {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise BadInput(
-            f"inventory {path} is not UTF-8 text (byte {exc.start}); regenerate it with 'mailha inventory'"
+            f"inventory {path} is not UTF-8 text (byte {exc.start + 1}); regenerate it with 'mailha inventory'"
         ) from None
     try:
         data = yaml.safe_load(text)
