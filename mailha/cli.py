@@ -12,10 +12,11 @@ from pathlib import Path
 
 import click
 
-from mailha import __version__, drill_report, terraform
+from mailha import __version__, drill_report, isolation, terraform
 from mailha import drill as drill_mod
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
+from mailha import queue as queue_mod
 from mailha import status as status_mod
 from mailha import switch as switch_mod
 from mailha.audit import AuditLog, check_directory, switch_lock
@@ -127,13 +128,31 @@ def _switch_options(function):
 
 @main.command("failover")
 @_switch_options
-def failover_command(inventory_path, output_format, reason, yes, dry_run, mode, wait_lock) -> None:
+@click.option(
+    "--isolate",
+    is_flag=True,
+    help="The active relay may be compromised: fence it (no sending, no floating IP, its queue kept), "
+    "rotate the DKIM key, and make the standby active. --mode is ignored.",
+)
+def failover_command(inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, isolate) -> None:
     """Make the standby the active relay.
 
     Shows the topology and the preconditions, asks, then drains the active
     relay at the load balancer, moves the floating IP, hands the queue over,
     updates DNS, and ends with a test message that must be delivered.
+    With --isolate the active relay is fenced instead (README, "Isolating a
+    compromised relay").
     """
+    if isolate:
+        isolation.run_isolate(
+            pair_mod.load(inventory_path),
+            reason,
+            yes=yes,
+            dry_run=dry_run,
+            as_json=output_format == "json",
+            wait_lock=wait_lock,
+        )
+        return
     _switch("failover", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock)
 
 
@@ -247,13 +266,50 @@ def queue_group() -> None:
 @queue_group.command("handover")
 @inventory_option
 @click.option("--node", help="Relay whose queue to hand over (default: the one a forced failover left pending).")
-def handover_command(inventory_path: Path, node: str | None) -> None:
-    """Hand a returned relay's queue over to the active relay."""
+@click.option("--yes", "-y", is_flag=True, help="Release an isolated relay's queue (inspect it first).")
+def handover_command(inventory_path: Path, node: str | None, yes: bool) -> None:
+    """Hand a returned relay's queue over to the active relay.
+
+    An isolated relay's queue is released only with --yes: it may hold an
+    attacker's mail ('mailha queue inspect' lists it first).
+    """
     pair = pair_mod.load(inventory_path)
     if node is not None:
         pair.node(node)  # BadInput for a name that is not one of the pair's, even an empty one
-    switch_mod.run_handover(pair, node)
+    switch_mod.run_handover(pair, node, release_isolated=yes)
     click.echo("queue handed over")
+
+
+@queue_group.command("inspect")
+@inventory_option
+@output_option
+@click.option("--node", required=True, help="Relay whose queue to list.")
+def inspect_command(inventory_path: Path, output_format: str, node: str) -> None:
+    """List a relay's queue without changing it: sender, recipients, size, age.
+
+    Reads the queue files, so it works on an isolated relay whose Postfix is stopped.
+    """
+    pair = pair_mod.load(inventory_path)
+    pair.node(node)
+    messages = queue_mod.inspect(pair, node)
+    if output_format == "json":
+        click.echo(json.dumps([m.to_dict() for m in messages], indent=2))
+    else:
+        click.echo(queue_mod.render_table(node, messages))
+
+
+@main.command("unisolate")
+@inventory_option
+@click.argument("node")
+@click.option("--reason", required=True, help="Why the relay can be trusted again: recorded in mailha history.")
+def unisolate_command(inventory_path: Path, node: str, reason: str) -> None:
+    """Let a relay isolated by 'failover --isolate' back, once it has been rebuilt.
+
+    Refuses while the relay is still the fenced host or its MTA is unhealthy.
+    Its servers return to the load balancer; 'mailha failback' can follow.
+    """
+    isolation.run_unisolate(pair_mod.load(inventory_path), node, reason)
+    click.echo(f"{node} is no longer isolated")
 
 
 def read_contract_file(path: Path) -> object:

@@ -22,6 +22,7 @@ from mailha.audit import Step
 from mailha.errors import MailhaError
 
 REPORTED_PREFIXES = ("Step:", "Precondition:")
+OUTPUT_PREFIX = "Report:"
 
 
 @dataclass
@@ -31,6 +32,9 @@ class PlaybookResult:
     steps: list[Step] = field(default_factory=list)
     failure: str = ""
     unreachable: list[str] = field(default_factory=list)
+    # Standard output of the tasks named "Report: ...", by task name: what a
+    # playbook hands back to the CLI (a queue listing, for example).
+    reports: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -55,6 +59,7 @@ class _Progress:
         self.steps: dict[str, Step] = {}
         self.failure = ""
         self.unreachable: list[str] = []
+        self.reports: dict[str, str] = {}
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -73,6 +78,8 @@ class _Progress:
                 self.failure = f"{name or 'a task'} on {host}: {_message(res)}"
             if reported:
                 self._record(name, kind, host, res, failed)
+            if kind == "runner_on_ok" and name.startswith(OUTPUT_PREFIX):
+                self.reports[name] = str(res.get("stdout", ""))
         return True
 
     def _record(self, name: str, kind: str, host: str, res: dict, failed: bool) -> None:
@@ -130,4 +137,5 @@ def run_playbook(
         steps=list(progress.steps.values()),
         failure=progress.failure,
         unreachable=sorted(set(progress.unreachable)),
+        reports=progress.reports,
     )

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mailha import names, probes
+from mailha import fencing, names, probes
+from mailha.errors import MailhaError
 from mailha.pair import Pair
 
 HEALTHY, DEGRADED, CRITICAL = "healthy", "degraded", "critical"
@@ -41,6 +42,8 @@ class NodeView:
     balancer_state: str
     # Why agent_ok is False: "unreachable", or what is wrong with its answer.
     agent_problem: str = ""
+    # Fenced by `mailha failover --isolate`: {since, reason, operator}, else None.
+    isolated: dict | None = None
 
 
 @dataclass
@@ -88,6 +91,10 @@ def gather(pair: Pair) -> Topology:
         answer = pool.submit(probes.dns_a, pair.sending_host, pair.nameserver, timeout)
     primary = pair.designated_primary()
     lb_servers = servers.result()
+    try:
+        isolated, isolation_error = fencing.marks(pair), None
+    except MailhaError as exc:
+        isolated, isolation_error = {}, str(exc)
     views = []
     for name, node in pair.nodes.items():
         probe = smtp[name].result()
@@ -110,6 +117,7 @@ def gather(pair: Pair) -> Topology:
                 queue_oldest_age_seconds=doc["queue_oldest_age_seconds"] if agent_ok else None,
                 balancer_state=lb_servers.get(name, "ABSENT") if isinstance(lb_servers, dict) else "UNKNOWN",
                 agent_problem=agent_problem,
+                isolated=isolated.get(name),
             )
         )
     dns_answer = answer.result()
@@ -131,6 +139,8 @@ def gather(pair: Pair) -> Topology:
         },
     )
     topology.problems = assess(topology, int(pair.settings["mailha_queue_deferred_warning"]))
+    if isolation_error:
+        topology.problems.insert(0, {"severity": CRITICAL, "problem": isolation_error})
     return topology
 
 
@@ -195,12 +205,22 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
     def add(severity: str, text: str) -> None:
         problems.append({"severity": severity, "problem": text})
 
-    unknown = [n.name for n in t.nodes if not n.agent_ok]
+    for n in t.nodes:
+        if n.isolated is not None:
+            add(
+                CRITICAL,
+                f"{n.name} is ISOLATED as possibly compromised since {n.isolated.get('since', '?')} "
+                f"({n.isolated.get('reason') or 'no reason given'}): rebuild it, then 'mailha unisolate {n.name}'",
+            )
+    fenced = {n.name for n in t.nodes if n.isolated is not None}
+    unknown = [n.name for n in t.nodes if not n.agent_ok and n.name not in fenced]
     if len(t.holders) > 1:
         add(CRITICAL, f"split brain: the floating IP is on {' and '.join(t.holders)}")
     elif not t.holders and not unknown:
         add(CRITICAL, "no node holds the floating IP: sending is down")
     for n in t.nodes:
+        if n.name in fenced:
+            continue  # down and unreachable on purpose
         if not n.agent_ok:
             severity = CRITICAL if len(unknown) == len(t.nodes) else DEGRADED
             problem = n.agent_problem or "unreachable"
@@ -229,6 +249,11 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
             others = [n for n, s in states.items() if n != holder and str(s).startswith("UP")]
             if others:
                 add(DEGRADED, f"the load balancer also sends to {', '.join(others)}, which is not active")
+    if t.balancer["error"] is None:
+        for name in sorted(fenced):
+            state = str(t.balancer["servers"].get(name, "ABSENT"))
+            if not state.startswith(("MAINT", "ABSENT")):
+                add(CRITICAL, f"the load balancer has not disabled the isolated {name} ({state})")
     if t.balancer["error"] is not None:
         add(DEGRADED, f"load balancer statistics unreadable: {t.balancer['error']}")
     if t.dns["error"] is not None:
@@ -263,7 +288,7 @@ def render_table(t: Topology) -> str:
             [
                 n.name,
                 n.role,
-                n.vrrp_state,
+                "ISOLATED" if n.isolated is not None else n.vrrp_state,
                 holds,
                 mta,
                 _queue_text(n),

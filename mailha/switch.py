@@ -13,11 +13,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from mailha import fencing
 from mailha import status as status_mod
 from mailha.audit import AuditLog, Record, Step, now_iso, switch_lock
 from mailha.errors import MailhaError
@@ -65,19 +65,18 @@ def pending_handover(pair: Pair) -> str | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text()).get("node")
-    except (OSError, ValueError):
+        document = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return "unknown"
+    node = document.get("node") if isinstance(document, dict) else None
+    return node if isinstance(node, str) and node else "unknown"
 
 
 def last_switch_age(log: AuditLog) -> float | None:
-    """Seconds since the last successful failover or failback, or None."""
-    for record in log.read():
-        if record.get("command") in ("failover", "failback") and record.get("result") == "ok":
-            finished = record.get("finished") or record.get("started")
-            when = datetime.fromisoformat(finished.replace("Z", "+00:00"))
-            return (datetime.now(UTC) - when).total_seconds()
-    return None
+    """Seconds since the last successful failover or failback, or None; a damaged
+    line that may have been one counts as one (AuditLog.last_switch fails closed)."""
+    last = log.last_switch()
+    return None if last is None else last.age()
 
 
 def choose(pair: Pair, command: str, topology: status_mod.Topology, mode: str) -> tuple[str, str, str]:
@@ -129,7 +128,7 @@ def refuse_failback(pair: Pair, topology: status_mod.Topology, target: str, log:
         )
 
 
-def _echo_step(echo: Callable[[str], None]) -> Callable[[Step, str], None]:
+def echo_step(echo: Callable[[str], None]) -> Callable[[Step, str], None]:
     marks = {"ok": "ok  ", "failed": "FAIL", "skipped": "skip"}
 
     def show(step: Step, host: str) -> None:
@@ -160,6 +159,7 @@ def run_switch(
     before = status_mod.gather(pair)
     echo(status_mod.render_table(before))
     target, source, mode = choose(pair, command, before, mode)
+    fencing.refuse_if_isolated(pair, target, command)
     if command == "failback":
         refuse_failback(pair, before, target, log)
     outcome = SwitchOutcome(command, target, source, mode, dry_run, before=before.to_dict())
@@ -167,7 +167,7 @@ def run_switch(
     extravars = {"mailha_switch_to": target, "mailha_switch_mode": mode}
 
     echo(f"\n{command}: make {target} the active relay ({mode}; source {source}). Preconditions:")
-    checks = run_playbook(playbook, pair.inventory_path, extravars, tags="preconditions", on_step=_echo_step(echo))
+    checks = run_playbook(playbook, pair.inventory_path, extravars, tags="preconditions", on_step=echo_step(echo))
     outcome.preconditions = checks.steps
     if not checks.ok:
         outcome.result, outcome.message = "refused", f"a precondition failed: {checks.failure}; nothing was changed"
@@ -193,7 +193,7 @@ def run_switch(
     began = time.monotonic()
     with switch_lock(pair.state_dir, wait=wait_lock):
         echo("Switching:")
-        result = run_playbook(playbook, pair.inventory_path, extravars, on_step=_echo_step(echo))
+        result = run_playbook(playbook, pair.inventory_path, extravars, on_step=echo_step(echo))
     outcome.steps = result.steps
     outcome.seconds = record.seconds = round(time.monotonic() - began, 2)
     record.steps = checks.steps + result.steps
@@ -237,24 +237,38 @@ def _conclude(pair: Pair, outcome: SwitchOutcome, record: Record, result: Playbo
 
 
 def run_handover(
-    pair: Pair, node: str | None, as_json: bool = False, echo: Callable[[str], None] | None = None
+    pair: Pair,
+    node: str | None,
+    as_json: bool = False,
+    echo: Callable[[str], None] | None = None,
+    release_isolated: bool = False,
 ) -> PlaybookResult:
-    """Hand a returned relay's queue over to the active relay and clear the pending mark."""
+    """Hand a returned relay's queue over to the active relay and clear the pending mark.
+
+    An isolated relay's queue may hold an attacker's mail: it is released only
+    with `release_isolated` (the operator's --yes after 'mailha queue inspect')."""
     echo = echo or ((lambda _text: None) if as_json else click.echo)
     pending = pending_handover(pair)
     name = node or pending
     if name is None:
         raise MailhaError("no queue hand-over is pending; name the relay with --node to run one anyway")
     pair.node(name)
+    isolated = name in fencing.marks(pair)
+    if isolated and not release_isolated:
+        raise MailhaError(
+            f"{name} is isolated as possibly compromised and its queue may hold an attacker's mail: "
+            f"inspect it with 'mailha queue inspect --node {name}', then release it with --yes"
+        )
     log = AuditLog(pair.state_dir)
     record = Record(command="queue-handover", reason=f"hand over the queue of {name}", environment=pair.environment)
+    record.details = {"node": name, "isolated": isolated}
     began = time.monotonic()
     with switch_lock(pair.state_dir):
         result = run_playbook(
             pair.repo_root / "playbooks" / PLAYBOOKS["handover"],
             pair.inventory_path,
-            {"mailha_handover_from": name},
-            on_step=_echo_step(echo),
+            {"mailha_handover_from": name, "mailha_handover_isolated": isolated},
+            on_step=echo_step(echo),
         )
     record.steps, record.seconds, record.finished = result.steps, round(time.monotonic() - began, 2), now_iso()
     record.result = "ok" if result.ok else "failed"

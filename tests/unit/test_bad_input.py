@@ -286,8 +286,10 @@ def test_failback_hold_down_check_survives_a_bad_timestamp(inventory_path, state
     pair = pair_mod.load(inventory_path)
     state.mkdir()
     (state / "history.jsonl").write_bytes(_history_line(finished="not-a-time") + b"\n")
-    # switch.last_switch_age reads the records AuditLog.read() checked: no ValueError, no TypeError.
-    assert switch.last_switch_age(AuditLog(pair.state_dir)) is None
+    # No ValueError, no TypeError; and the damaged line may have been a switch, so the
+    # hold-down counts it as one written when the file was (fails closed).
+    age = switch.last_switch_age(AuditLog(pair.state_dir))
+    assert age is not None and 0 <= age < 60
 
 
 # -- a health agent's /status ------------------------------------------------------------

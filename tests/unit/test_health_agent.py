@@ -1,8 +1,12 @@
-"""mailha-health-agent's watcher: the track file keepalived follows, with hysteresis."""
+"""mailha-health-agent: the watcher's track file (hysteresis), the rationed dry
+run, and an HTTP server that no client can keep from answering HAProxy."""
 
 import importlib.machinery
 import importlib.util
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -213,3 +217,257 @@ def test_an_unwritable_stamp_is_reported(agent, tmp_path, responder):
     )
     findings = agent.health.run_checks(values)
     assert findings["exit_code"] == 0 and "stamp_error" in findings["smtp"]
+
+
+def test_agent_settings_are_validated(agent, tmp_path):
+    conf = tmp_path / "health.conf"
+    for bad in ("agent_bind_address=mx1", "agent_request_timeout=0", "agent_max_connections=0"):
+        conf.write_text(bad + "\n")
+        with pytest.raises(agent.health.UsageError, match=bad.split("=")[0]):
+            agent.health.load_config(str(conf))
+    conf.write_text("agent_bind_address=10.213.0.11\nagent_request_timeout=2.5\nagent_max_connections=8\n")
+    loaded = agent.health.load_config(str(conf))
+    assert (loaded["agent_bind_address"], loaded["agent_request_timeout"], loaded["agent_max_connections"]) == (
+        "10.213.0.11",
+        2.5,
+        8,
+    )
+
+
+# The agent's HTTP server, on loopback. Every wait below is bounded; the
+# limits are generous multiples of what the agent should need.
+HALF_REQUEST = b"GET /health HTTP/1.1\r\nHost: agent\r\n"  # the blank line never comes
+COMPLETE_REQUEST = b"GET /health HTTP/1.0\r\n\r\n"
+
+
+def healthy_watcher(agent, values):
+    """A watcher whose verdict stays fresh and healthy, without checking anything."""
+    watcher = agent.Watcher(values, clock=lambda: 100.0)
+    watcher.observe(HEALTHY)
+    return watcher
+
+
+def read_until_closed(sock, limit):
+    """(bytes read, seconds) once the agent closed sock, or (bytes, None)
+    if it was still open after `limit` seconds. A reset counts as closed."""
+    started = time.monotonic()
+    received = b""
+    while (remaining := limit - (time.monotonic() - started)) > 0:
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            break
+        except ConnectionError:
+            chunk = b""
+        if not chunk:
+            return received, time.monotonic() - started
+        received += chunk
+    return received, None
+
+
+def still_open(sock, seconds=0.3):
+    return read_until_closed(sock, seconds) == (b"", None)
+
+
+@pytest.fixture()
+def loopback(agent):
+    """start(**settings) runs an AgentServer on 127.0.0.1; connect(port, data,
+    source) opens a client connection. Both are closed afterwards."""
+    servers, clients = [], []
+
+    def start(watcher=None, **overrides):
+        values = settings(agent, agent_bind_address="127.0.0.1", agent_port=0)
+        values.update(agent_request_timeout=1.0, agent_max_connections=4)
+        values.update(overrides)
+        server = agent.AgentServer(values, watcher or healthy_watcher(agent, values))
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server
+
+    def connect(server, data=b"", source="127.0.0.1"):
+        client = socket.create_connection(server.server_address, timeout=5, source_address=(source, 0))
+        clients.append(client)
+        if data:
+            client.sendall(data)
+        return client
+
+    yield start, connect
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_for(predicate, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def ask(connect, server, request=COMPLETE_REQUEST, source="127.0.0.1"):
+    answer, seconds = read_until_closed(connect(server, request, source), 5.0)
+    assert seconds is not None, "no answer within 5 s"
+    return answer
+
+
+def test_answers_once_and_closes_even_when_asked_to_keep_alive(loopback):
+    start, connect = loopback
+    server = start()
+    answer = ask(connect, server, b"GET /health HTTP/1.1\r\nHost: agent\r\nConnection: keep-alive\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"Connection: close" in head.split(b"\r\n")
+    assert body == b"healthy\n"
+
+
+def test_a_request_that_never_ends_is_closed_after_the_timeout(loopback):
+    start, connect = loopback
+    server = start(agent_request_timeout=1.0)
+    received, seconds = read_until_closed(connect(server, HALF_REQUEST), 10.0)
+    # Closed without an answer, by the agent (a silent client would wait forever).
+    assert seconds is not None and received == b""
+    assert wait_for(lambda: server.open_connections() == 0)
+    print(f"half a request closed after {seconds:.2f} s (timeout 1 s)")
+
+
+def test_the_timeout_is_one_deadline_not_one_per_read(loopback):
+    """A byte every 0.2 s would renew a per-read timeout of 1 s forever."""
+    start, connect = loopback
+    server = start(agent_request_timeout=1.0)
+    client = connect(server)
+    started = time.monotonic()
+    closed = None
+    for byte in HALF_REQUEST * 2:
+        try:
+            client.sendall(bytes([byte]))
+        except ConnectionError:
+            closed = time.monotonic() - started
+            break
+        if not still_open(client, 0.2):
+            closed = time.monotonic() - started
+            break
+    assert closed is not None and closed < 6.0, "a trickling request kept its connection"
+
+
+def test_idle_connections_beyond_the_cap_leave_room_for_a_complete_request(loopback):
+    start, connect = loopback
+    # A long timeout: only the cap can make room here.
+    server = start(agent_max_connections=4, agent_request_timeout=60.0)
+    idle = [connect(server, HALF_REQUEST) for _ in range(12)]
+    assert ask(connect, server).startswith(b"HTTP/1.0 200")
+    # The oldest waiting connections made room, one for each newcomer beyond the cap.
+    assert all(read_until_closed(sock, 5.0)[1] is not None for sock in idle[:9])
+    assert all(still_open(sock) for sock in idle[9:])
+    assert server.open_connections() <= 4
+
+
+def test_a_flood_from_one_client_displaces_its_own_connections(loopback):
+    """HAProxy's check, half sent when a flood from another address arrives,
+    keeps its place although it is the oldest connection."""
+    start, connect = loopback
+    server = start(agent_max_connections=4, agent_request_timeout=60.0)
+    check = connect(server, b"GET /health HTTP/1.0\r\n", source="127.0.0.1")
+    assert wait_for(lambda: server.open_connections() == 1)
+    flood = [connect(server, HALF_REQUEST, source="127.0.0.2") for _ in range(10)]
+    assert all(read_until_closed(sock, 5.0)[1] is not None for sock in flood[:7])
+    check.sendall(b"\r\n")
+    answer, seconds = read_until_closed(check, 5.0)
+    assert seconds is not None and answer.startswith(b"HTTP/1.0 200")
+    assert all(still_open(sock) for sock in flood[7:])
+
+
+class SlowWatcher:
+    """Holds each request in evaluate() until released, as a slow check would."""
+
+    def __init__(self):
+        self.inside = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def fresh(self):
+        self.inside.release()
+        self.release.wait(10)
+        return HEALTHY
+
+
+def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once(loopback):
+    start, connect = loopback
+    watcher = SlowWatcher()
+    server = start(watcher=watcher, agent_max_connections=2, agent_request_timeout=60.0)
+    try:
+        busy = [connect(server, COMPLETE_REQUEST) for _ in range(2)]
+        assert all(watcher.inside.acquire(timeout=5) for _ in busy)
+        received, seconds = read_until_closed(connect(server, COMPLETE_REQUEST), 5.0)
+        assert seconds is not None and received == b""
+    finally:
+        watcher.release.set()
+    # The accept loop went on; the busy ones are answered, and the cap is free again.
+    assert all(read_until_closed(sock, 5.0)[0].startswith(b"HTTP/1.0 200") for sock in busy)
+    assert wait_for(lambda: server.open_connections() == 0)
+
+
+def run_serve(agent, server, watcher, limit=10.0):
+    """agent.serve() in a thread, bounded: its return value, or None if it did not return."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(agent.serve(server, watcher)), daemon=True)
+    thread.start()
+    thread.join(limit)
+    return result[0] if result else None
+
+
+def test_the_agent_exits_non_zero_when_its_watcher_dies(agent, capsys):
+    values = settings(agent, agent_bind_address="127.0.0.1", agent_port=0, watch_interval=0.01)
+    checks = []
+
+    def check(_settings):
+        checks.append(None)
+        if len(checks) == 3:
+            raise RuntimeError("a bug in a check")
+        return HEALTHY
+
+    watcher = agent.Watcher(values, check=check)
+    server = agent.AgentServer(values, watcher)
+    try:
+        assert run_serve(agent, server, watcher) == agent.EXIT_STOPPED == 1
+    finally:
+        server.server_close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "mailha-health-agent: the watcher died: RuntimeError: a bug in a check; "
+        "exiting for systemd to start the agent again"
+    ]
+
+
+class StoppingWatcher:
+    def run(self):
+        return
+
+
+class BrokenServer:
+    def serve_forever(self):
+        raise OSError("selector failed")
+
+    def shutdown(self):
+        pass
+
+
+def test_the_agent_exits_when_either_half_stops(agent, capsys):
+    values = settings(agent, agent_bind_address="127.0.0.1", agent_port=0)
+    server = agent.AgentServer(values)
+    try:
+        assert run_serve(agent, server, StoppingWatcher()) == 1
+    finally:
+        server.server_close()
+    assert "the watcher stopped; exiting" in capsys.readouterr().err
+    assert run_serve(agent, BrokenServer(), None) == 1
+    assert "the HTTP server died: OSError: selector failed; exiting" in capsys.readouterr().err
+
+
+def test_an_address_the_node_does_not_hold_is_one_line_and_exit_1(agent, monkeypatch, capsys):
+    values = settings(agent, agent_bind_address="192.0.2.1", agent_port=0)
+    monkeypatch.setattr(agent.health, "load_config", lambda: values)
+    assert agent.main() == 1
+    assert capsys.readouterr().err.startswith("mailha-health-agent: cannot listen on 192.0.2.1 port 0: ")
