@@ -81,7 +81,7 @@ def test_a_switch_to_an_isolated_relay_is_refused(pair):  # noqa: F811
 
 def test_an_isolated_relays_queue_is_released_only_with_yes(pair):  # noqa: F811
     fencing.write_marks(pair, {"mx1": {"since": "2026-12-01T00:00:00Z"}})
-    with pytest.raises(MailhaError, match="may hold an attacker):
+    with pytest.raises(MailhaError, match="may hold an attacker"):
         switch.run_handover(pair, "mx1")
 
 

@@ -1,13 +1,22 @@
 """mail_health: the check and the agent judge a real Postfix correctly."""
 
+import concurrent.futures
 import json
+import time
 
 import pytest
+import testinfra
 
 FLOATING_IP = "10.213.1.100"
 DRAIN_FILE = "/etc/mailha/drain"
 TRACK_FILE = "/run/mailha/mta-fault"
-AGENT = "http://127.0.0.1:8025"
+# The agent listens on the node's own address only (molecule.yml sets it).
+AGENT_ADDRESS = "10.213.1.25"
+AGENT_PORT = 8025
+AGENT = f"http://{AGENT_ADDRESS}:{AGENT_PORT}"
+REQUEST_TIMEOUT = 5  # mail_health_agent_request_timeout's default
+MAX_CONNECTIONS = 64  # mail_health_agent_max_connections's default
+VRRP_LINE = "2026-01-01T00:00:00.000Z VI_MAIL BACKUP 100"
 
 # One podman exec per command: the Ansible backend molecule would pick for a
 # podman connection runs a whole module per command and strips output.
@@ -92,9 +101,12 @@ def test_usage_errors_exit_3(host):
 
 def test_silent_server_fails_within_the_deadline(host):
     # The kernel completes the handshake but nothing ever greets.
-    host.run_expect([0], "systemd-run --unit mailha-silent --collect python3 -c "
-                         "'import socket,time; s=socket.socket(); s.bind((\"127.0.0.1\", 2525)); "
-                         "s.listen(8); time.sleep(30)'")
+    host.run_expect(
+        [0],
+        "systemd-run --unit mailha-silent --collect python3 -c "
+        '\'import socket,time; s=socket.socket(); s.bind(("127.0.0.1", 2525)); '
+        "s.listen(8); time.sleep(30)'",
+    )
     try:
         assert wait_until(host, "ss -ltn | grep -q 127.0.0.1:2525")
         rc, elapsed_ms = timed_health(host, "--port", "2525", "--timeout", "0.5")
@@ -108,11 +120,13 @@ def test_silent_server_fails_within_the_deadline(host):
 
 
 def test_held_message_over_max_queue_exits_2(host):
-    submit = ("import smtplib; s = smtplib.SMTP('127.0.0.1', 25); "
-              "s.sendmail('hold@health.test', ['root@localhost'], 'Subject: hold\\n\\nheld'); s.quit()")
+    submit = (
+        "import smtplib; s = smtplib.SMTP('127.0.0.1', 25); "
+        "s.sendmail('hold@health.test', ['root@localhost'], 'Subject: hold\\n\\nheld'); s.quit()"
+    )
     host.run_expect([0], "python3 -c %s", submit)
     try:
-        assert wait_until(host, "[ -n \"$(ls -A /var/spool/postfix/hold)\" ]")
+        assert wait_until(host, '[ -n "$(ls -A /var/spool/postfix/hold)" ]')
         result = host.run("mailha-health --max-queue 0 --json")
         assert result.rc == 2, result.stdout
         assert json.loads(result.stdout)["queue"]["messages"] == 1
@@ -130,7 +144,8 @@ def test_disk_threshold_exits_2(host):
 def test_agent_health(host):
     assert host.service("mailha-health-agent").is_running
     assert host.service("mailha-health-agent").is_enabled
-    assert host.socket("tcp://0.0.0.0:8025").is_listening
+    assert host.socket(f"tcp://{AGENT_ADDRESS}:{AGENT_PORT}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{AGENT_PORT}").is_listening
     assert http_get(host, "/health") == (200, "healthy")
     status, body = http_get(host, "/metrics")
     assert status == 200 and "mailha_health_exit_code 0" in body
@@ -149,15 +164,19 @@ def test_the_watcher_rations_the_dry_run(host):
     # From the next whole second on, so the stamped dry run is not counted.
     since = int(host.run("date +%s").stdout) + 1
     host.run("sleep 4")
-    opened = host.run(f"journalctl -q --no-pager --since @{since} SYSLOG_IDENTIFIER=postfix/smtpd "
-                      "| grep -c ': client=localhost'").stdout.strip()
+    opened = host.run(
+        f"journalctl -q --no-pager --since @{since} SYSLOG_IDENTIFIER=postfix/smtpd | grep -c ': client=localhost'"
+    ).stdout.strip()
     print(f"queue files the agent's checks opened in 3 s: {opened} (about 12 checks)")
     assert int(opened) == 0
 
 
 def test_agent_status_document(host):
-    host.run_expect([0], "mkdir -p /var/log/mailha && echo '2026-01-01T00:00:00.000Z VI_MAIL BACKUP 100' "
-                         ">> /var/log/mailha/vrrp-transitions.log")
+    host.run_expect(
+        [0],
+        "mkdir -p /var/log/mailha && echo '2026-01-01T00:00:00.000Z VI_MAIL BACKUP 100' "
+        ">> /var/log/mailha/vrrp-transitions.log",
+    )
     status, body = http_get(host, "/status")
     assert status == 200
     document = json.loads(body)
@@ -215,3 +234,140 @@ def test_killed_master_is_caught_although_systemd_says_active(host, floating_ip)
     # Healthy again only after watch_rise good checks in a row.
     assert wait_until(host, f"test $(cat {TRACK_FILE}) = 0")
     assert http_get(host, "/active") == (200, "active")
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Another host of the network, where HAProxy and an attacker would be."""
+    return testinfra.get_host("podman://molecule-health-client")
+
+
+def agent_pid(host):
+    return host.run_expect([0], "systemctl show -P MainPID mailha-health-agent").stdout.strip()
+
+
+def test_agent_answers_other_hosts_on_the_node_address_only(host, client):
+    status = client.run("python3 -c %s %s", HTTP_GET, AGENT + "/health")
+    assert status.rc == 0 and status.stdout.startswith("200"), status.stdout + status.stderr
+    # Not on loopback, nor on the floating IP (a listener on every address would answer both).
+    refused = "import socket; socket.create_connection(('127.0.0.1', 8025), timeout=2)"
+    assert "ConnectionRefusedError" in host.run("python3 -c %s", refused).stderr
+
+
+def test_agent_unit_limits_and_hardening(host):
+    shown = host.run_expect(
+        [0],
+        "systemctl show -p TasksMax -p Restart -p StartLimitIntervalUSec -p NoNewPrivileges "
+        "-p ProtectSystem -p PrivateTmp -p SystemCallArchitectures mailha-health-agent",
+    ).stdout
+    properties = dict(line.split("=", 1) for line in shown.split())
+    assert properties["TasksMax"] == str(MAX_CONNECTIONS + 64)
+    assert properties["Restart"] == "always" and properties["StartLimitIntervalUSec"] == "0"
+    assert properties["NoNewPrivileges"] == "yes" and properties["ProtectSystem"] == "full"
+    pid = agent_pid(host)
+    status = host.file(f"/proc/{pid}/status").content_string
+    # Enforced in a container too: no new privileges, the system call filter.
+    assert "NoNewPrivs:\t1" in status and "Seccomp:\t2" in status
+    tasks = host.run("systemctl show -P TasksCurrent mailha-health-agent").stdout.strip()
+    print(f"agent unit: {properties}; tasks now: {tasks}")
+    # Its own mount namespace (molecule.yml grants the SYS_ADMIN that takes):
+    # /usr read-only, /run/mailha writable.
+    assert host.run(f"readlink /proc/{pid}/ns/mnt").stdout != host.run("readlink /proc/1/ns/mnt").stdout
+    assert "Read-only file system" in host.run(f"nsenter -t {pid} -m touch /usr/mailha-probe").stderr
+    host.run_expect([0], f"nsenter -t {pid} -m sh -c 'touch /run/mailha/.probe && rm /run/mailha/.probe'")
+    # With all of it the agent still reads the queue and the VRRP log, and
+    # writes the track file (it says healthy after the previous tests).
+    host.run_expect([0], f"mkdir -p /var/log/mailha && echo '{VRRP_LINE}' >> /var/log/mailha/vrrp-transitions.log")
+    assert "mailha_queue_messages" in http_get(host, "/metrics")[1]
+    assert json.loads(http_get(host, "/status")[1])["vrrp_state"] == "BACKUP"
+    assert host.file(TRACK_FILE).content_string == "0\n"
+
+
+# Runs on the client: opens `count` connections to the agent, each with half a
+# request that never ends, keeps them, asks for /health on a fresh connection,
+# then waits for the agent to close every half-open one. One JSON line.
+FLOOD = r"""
+import json, selectors, socket, sys, time, urllib.request
+host, port, count, patience = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+started = time.monotonic()
+held, failed = [], 0
+for _ in range(count):
+    sock = socket.socket()
+    sock.settimeout(3)
+    try:
+        sock.connect((host, port))
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: flood\r\n")
+    except OSError:
+        failed += 1
+        sock.close()
+        continue
+    held.append(sock)
+flooded = time.monotonic()
+try:
+    with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=5) as answer:
+        health = answer.status
+except Exception as err:
+    health = repr(err)
+health_ms = round((time.monotonic() - flooded) * 1000)
+selector = selectors.DefaultSelector()
+for sock in held:
+    sock.setblocking(False)
+    selector.register(sock, selectors.EVENT_READ)
+closed, answered = [], 0
+while len(closed) < len(held) and time.monotonic() - flooded < patience:
+    for key, _ in selector.select(timeout=0.2):
+        try:
+            data = key.fileobj.recv(4096)
+        except OSError:
+            data = b""
+        if data:
+            answered += 1
+            continue
+        selector.unregister(key.fileobj)
+        closed.append(round(time.monotonic() - flooded, 2))
+print(json.dumps({"held": len(held), "failed": failed, "open_seconds": round(flooded - started, 2),
+                  "health": health, "health_ms": health_ms, "answered": answered, "closed": closed}))
+"""
+
+ESTABLISHED = f"ss -Htn state established '( sport = :{AGENT_PORT} )' | wc -l"
+
+
+def test_a_flood_of_half_sent_requests_does_not_silence_the_agent(host, client):
+    """300 connections from another host, each with half a request (the
+    attack that once held every handler of an agent without a timeout):
+    /health still answers at once, the agent keeps at most its cap of
+    connections, and closes every one of them within the request timeout."""
+    count, patience = 300, REQUEST_TIMEOUT + 10
+    samples = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        flood = pool.submit(
+            client.run, "python3 -c %s %s %s %s %s", FLOOD, AGENT_ADDRESS, str(AGENT_PORT), str(count), str(patience)
+        )
+        # The agent's side while the flood is held, bounded by the flood's own patience.
+        deadline = time.monotonic() + patience + 15
+        while not flood.done() and time.monotonic() < deadline:
+            samples.append(int(host.run(ESTABLISHED).stdout.strip() or 0))
+            time.sleep(0.2)
+        result = flood.result(timeout=max(1, deadline - time.monotonic()))
+    assert result.rc == 0, result.stderr
+    report = json.loads(result.stdout)
+    closed = report["closed"]
+    print(
+        f"flood: {report['held']} of {count} connections opened in {report['open_seconds']} s "
+        f"({report['failed']} failed); /health during the flood: {report['health']} in {report['health_ms']} ms; "
+        f"agent side ESTABLISHED max {max(samples, default=0)} over {len(samples)} samples; "
+        f"closed by the agent: {len(closed)} ({sum(1 for c in closed if c < 1)} within 1 s of the flood, "
+        f"the last after {max(closed, default=0)} s)"
+    )
+    assert report["held"] == count and report["answered"] == 0
+    assert report["health"] == 200 and report["health_ms"] < 2000
+    # Every half-open connection is closed: the displaced ones at once, the rest at the timeout.
+    assert len(closed) == count and max(closed) < REQUEST_TIMEOUT + 5
+    # The cap holds (a few displaced ones may still be on their way out when sampled) ...
+    assert max(samples) <= MAX_CONNECTIONS + 8
+    # ... and nothing lingers.
+    assert int(host.run(ESTABLISHED).stdout.strip()) == 0
+    notices = host.run("journalctl -q --no-pager -u mailha-health-agent --since '-2 min' | grep 'at the cap'")
+    print(f"agent journal: {notices.stdout.strip()}")
+    assert http_get(host, "/health") == (200, "healthy")
+    assert host.service("mailha-health-agent").is_running
