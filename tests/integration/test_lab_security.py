@@ -154,7 +154,7 @@ def test_an_agent_flood_leaves_the_load_balancer_checks_answered(lab, outsider):
     active = lab.active()
     address = lab.hosts[active]["mailha_address"]
     agent_port = lab.vars.get("mailha_agent_port", 8025)
-    outside = outsider.run("http-flood", address, str(agent_port), "300", "2")
+    outside = outsider.run("http-flood", address, str(agent_port), "20", "1")
     assert outside["opened"] == 0, outside
     flood = subprocess.Popen(
         ["python3", "-", "http-flood", address, str(agent_port), "300", "15"],
@@ -173,7 +173,8 @@ def test_an_agent_flood_leaves_the_load_balancer_checks_answered(lab, outsider):
             20,
             what="the agent to close the idle connections",
         )
-        result = json.loads(flood.communicate(timeout=60)[0])
+        flood.wait(timeout=60)
+        result = json.loads(flood.stdout.read())
     finally:
         flood.kill()
     print(f"\nagent flood from the controller: {result}; connections left {established - 1}")
