@@ -234,6 +234,24 @@ def test_agent_settings_are_validated(agent, tmp_path):
     )
 
 
+def test_a_flood_is_logged_as_one_line_per_interval(agent, capsys):
+    clock = Clock()
+    notices = agent.Notices(interval=10.0, clock=clock)
+    for _ in range(3):
+        notices.count("requests not received in time")
+    notices.count("waiting connections closed at the cap of 64")
+    notices.flush()
+    clock.now += 10.0
+    notices.flush()
+    notices.flush()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "mailha-health-agent: requests not received in time: 1 (one such line at most every 10 s)",
+        "mailha-health-agent: requests not received in time: 2; waiting connections closed at the cap of 64: 1"
+        " (one such line at most every 10 s)",
+    ]
+
+
 # The agent's HTTP server, on loopback. Every wait below is bounded; the
 # limits are generous multiples of what the agent should need.
 HALF_REQUEST = b"GET /health HTTP/1.1\r\nHost: agent\r\n"  # the blank line never comes
