@@ -42,6 +42,11 @@ class PlaybookResult:
 
 
 def _message(res: dict[str, Any]) -> str:
+    # A loop says only "One or more items failed": the first failed item says why.
+    failed_items = [r for r in res.get("results", []) if isinstance(r, dict) and r.get("failed")]
+    if failed_items:
+        item = failed_items[0]
+        return f"{item.get('item', '?')}: {_message(item)}"
     # A failed command says why on stderr; its "msg" is only "non-zero return code".
     keys = ("stderr", "msg", "stdout") if res.get("msg") == "non-zero return code" else ("msg", "stderr", "stdout")
     for key in keys:
@@ -131,11 +136,15 @@ def run_playbook(
             )
         except Exception as exc:  # ansible-runner raises bare exceptions for setup problems
             raise MailhaError(f"could not start ansible-playbook: {exc}") from None
+    failure = progress.failure
+    if not failure and (result.status != "successful" or result.rc != 0):
+        # A syntax error or a missing file fails before any task runs.
+        failure = f"ansible-playbook {playbook.name} ended {result.status} (rc {result.rc}) before any task failed"
     return PlaybookResult(
         status=result.status,
         rc=result.rc,
         steps=list(progress.steps.values()),
-        failure=progress.failure,
+        failure=failure,
         unreachable=sorted(set(progress.unreachable)),
         reports=progress.reports,
     )
