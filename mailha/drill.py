@@ -239,6 +239,7 @@ class Drill:
             max_seconds=seconds,
             sender=self.pair.settings["mailha_test_sender"],
             recipient="subscriber@" + self.pair.settings["mailha_test_recipient"].rsplit("@", 1)[1],
+            node_tags=self.pair.node_tags(),
         )
         sampler = Sampler(self.pair)
         sampler.start()

@@ -9,6 +9,8 @@ caller can name the field and the value in its one-line error.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import re
 
@@ -74,3 +76,15 @@ def target_problem(value: object) -> str | None:
     if isinstance(value, str) and (TARGET.fullmatch(value) or address_problem(value) is None):
         return None
     return f"must be {TARGET_RULE}"
+
+
+# The greeting carries this instead of the relay's name: clients and drills
+# can tell the relays apart, outsiders learn no internal name. The key lives
+# with the secrets on the controller (playbooks/secrets.yml).
+NODE_TAG_LENGTH = 10
+NODE_TAG_IN_GREETING = re.compile(rf"\bESMTP ([0-9a-f]{{{NODE_TAG_LENGTH}}})\b")
+
+
+def node_tag(key: str, node: str) -> str:
+    """The opaque tag of one relay in its greeting: an HMAC of its name."""
+    return hmac.new(key.strip().encode(), node.encode(), hashlib.sha256).hexdigest()[:NODE_TAG_LENGTH]

@@ -23,6 +23,8 @@ from mailha.audit import make_state_dir, state_dir
 from mailha.errors import BadInput, MailhaError
 
 SETTINGS_FILE = Path("group_vars") / "all" / "mailha.yml"
+# In the secrets directory: the key of the relays' greeting tags (names.node_tag).
+NODE_TAG_KEY_FILE = "greeting-tag.key"
 
 # Settings the CLI reads, with the defaults used when the file omits them.
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -157,6 +159,15 @@ class Pair:
             path.write_text(json.dumps({"primary": name}) + "\n")
         except OSError as exc:
             raise MailhaError(f"cannot record {name} as the primary in {path}: {exc.strerror}") from None
+
+    def node_tags(self) -> dict[str, str]:
+        """{greeting tag: node} for telling which relay answered (names.node_tag)."""
+        path = self.secrets_dir / NODE_TAG_KEY_FILE
+        try:
+            key = path.read_text()
+        except OSError:
+            raise BadInput(f"the greeting tag key {path} is missing; run 'make provision' first") from None
+        return {names.node_tag(key, name): name for name in self.nodes}
 
     def tsig_secret(self) -> str:
         path = self.secrets_dir / f"tsig-{self.settings['mailha_tsig_key_name']}.key"

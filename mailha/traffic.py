@@ -8,16 +8,17 @@ The generator is bounded in count and time and stops by itself.
 
 from __future__ import annotations
 
-import re
 import smtplib
 import ssl
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
+
+from mailha import names
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Attempt:
     finished: float
     code: int | None
     reply: str
-    node: str | None = None  # the relay that greeted ("mailha node mx1" in its banner)
+    node: str | None = None  # the relay that greeted, by its greeting's tag (Pair.node_tags)
 
     @property
     def accepted(self) -> bool:
@@ -65,31 +66,28 @@ def build_message(msg_id: str, sender: str, recipient: str, subject: str) -> Ema
     return message
 
 
-NODE_IN_BANNER = re.compile(r"mailha node (\S+)")
-
-
 @dataclass
 class Reply:
     code: int | None
     text: str
-    node: str | None = None
+    tag: str | None = None  # the greeting's relay tag (names.node_tag), if any
 
 
 def submit(target: Target, message: EmailMessage, timeout: float = 10.0) -> Reply:
-    """Submit one message; the final SMTP code and reply (code None if no reply) and who greeted."""
-    node = None
+    """Submit one message; the final SMTP code and reply (code None if no reply) and the greeting's tag."""
+    tag = None
     try:
         with smtplib.SMTP(timeout=timeout) as smtp:
             # Connecting here (not in the constructor) returns the banner; the
             # constructor would also have recorded the host STARTTLS needs.
             smtp._host = target.host
             _, banner = smtp.connect(target.host, target.port)
-            found = NODE_IN_BANNER.search(banner.decode(errors="replace"))
-            node = found.group(1) if found else None
-            return Reply(*_transaction(smtp, target, message), node)
+            found = names.NODE_TAG_IN_GREETING.search(banner.decode(errors="replace"))
+            tag = found.group(1) if found else None
+            return Reply(*_transaction(smtp, target, message), tag)
     except (OSError, smtplib.SMTPException) as exc:
         code = getattr(exc, "smtp_code", None)
-        return Reply(code if isinstance(code, int) and code > 0 else None, f"{type(exc).__name__}: {exc}", node)
+        return Reply(code if isinstance(code, int) and code > 0 else None, f"{type(exc).__name__}: {exc}", tag)
 
 
 def _transaction(smtp: smtplib.SMTP, target: Target, message: EmailMessage) -> tuple[int | None, str]:
@@ -138,6 +136,8 @@ class TrafficGenerator:
     run_id: str = field(default_factory=new_run_id)
     timeout: float = 5.0
     concurrency: int = 32
+    # {greeting tag: relay}, to record which relay answered (Pair.node_tags).
+    node_tags: Mapping[str, str] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -199,7 +199,14 @@ class TrafficGenerator:
             started = time.time()
             reply = submit(target, message, timeout=self.timeout)
             attempt = Attempt(
-                seq, msg_id, str(target), started, time.time(), reply.code, reply.text.strip(), reply.node
+                seq,
+                msg_id,
+                str(target),
+                started,
+                time.time(),
+                reply.code,
+                reply.text.strip(),
+                self.node_tags.get(reply.tag or ""),
             )
             with self._lock:
                 self.attempts.append(attempt)

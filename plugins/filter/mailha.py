@@ -1,6 +1,6 @@
 """Ansible filters over the mailha package, so playbooks and the CLI share one implementation."""
 
-from mailha import dns_records
+from mailha import dns_records, names
 
 
 class FilterModule:
@@ -8,4 +8,5 @@ class FilterModule:
         return {
             "mailha_zones": dns_records.zones,
             "mailha_servers": dns_records.servers,
+            "mailha_node_tag": names.node_tag,
         }

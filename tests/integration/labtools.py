@@ -36,11 +36,13 @@ class Lab:
     mail: list[str]
     podman: PodmanHosts = field(init=False)
     sink: RecipientSide = field(init=False)
+    node_tags: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         the_pair = pair_mod.load(INVENTORY)
         self.podman = PodmanHosts(the_pair)
         self.sink = recipient_side(the_pair, self.podman)
+        self.node_tags = the_pair.node_tags()  # {greeting tag: relay}
 
     def container(self, host: str) -> str:
         return self.hosts[host]["ansible_host"]

@@ -21,10 +21,11 @@ import time
 import dns.resolver
 import pytest
 
+from mailha import names
 from mailha.traffic import Target, TrafficGenerator, accepted_ids
 from tests.integration.labtools import REPO, wait_for
 from tests.integration.test_cli_switch import HOLD_DOWN
-from tests.integration.test_lab_mail import dkim_verifies
+from tests.integration.test_lab_mail import dkim_verifies, send_one
 
 pytestmark = pytest.mark.lab
 
@@ -43,10 +44,11 @@ def selector_of(raw: bytes) -> str:
     return re.search(r"\bs=([^;\s]+)", header).group(1)
 
 
-def greeting_node(address: str) -> str:
+def greeting_node(lab, address: str) -> str:
     with smtplib.SMTP(timeout=5) as smtp:
         _, banner = smtp.connect(address, 25)
-    return re.search(r"mailha node (\S+)", banner.decode()).group(1)
+    tag = names.NODE_TAG_IN_GREETING.search(banner.decode()).group(1)
+    return lab.node_tags[tag]
 
 
 def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
@@ -56,6 +58,11 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
     selector_file = REPO / ".lab" / "secrets" / lab.vars["mailha_environment"] / "dkim-selector"
     if selector_file.exists():
         old_selector = selector_file.read_text().strip()
+
+    # Mail the suspect acknowledged and still holds when the breach is found:
+    # its transport set to hold (as a planned switch does), five messages in.
+    lab.exec(suspect, "/usr/local/sbin/mailha-postfix-role", "hold")
+    queued = [send_one(Target(lab.floating_ip, 25)) for _ in range(5)]
 
     traffic = TrafficGenerator(targets=[Target(lab.balancer, 25)], rate=10, max_messages=2000, max_seconds=240)
     traffic.start()
@@ -93,7 +100,7 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
         time.sleep(3)
         for _ in range(3):
             subprocess.run(["ip", "neigh", "flush", "to", lab.floating_ip], check=False)
-            assert greeting_node(lab.floating_ip) == survivor
+            assert greeting_node(lab, lab.floating_ip) == survivor
         survivor_log = lab.exec(survivor, "tail", "-n", "1", "/var/log/mailha/vrrp-transitions.log").stdout
         assert " MASTER " in survivor_log, survivor_log
     finally:
@@ -121,9 +128,12 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
     assert inspect.returncode == 0, inspect.stderr
     held = json.loads(inspect.stdout)
     print(f"queue of {suspect} after isolation: {len(held)} messages")
+    assert len(held) >= len(queued)
+    assert {m["queue"] for m in held} == {"hold"}, "the whole queue is on hold"
+    assert not lab.sink_counts(queued), "the suspect's queue left before the operator released it"
     released = cli("queue", "handover", "--node", suspect, "--yes")
     assert released.returncode == 0, released.stdout + released.stderr
-    acknowledged = accepted_ids(attempts)
+    acknowledged = accepted_ids(attempts) + queued
     counts = lab.wait_delivered(acknowledged, timeout=180)
     assert not [mid for mid, n in counts.items() if n > 1]
     refused = len(attempts) - len(acknowledged)

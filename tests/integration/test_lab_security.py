@@ -24,6 +24,7 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
+from mailha import names
 from mailha.traffic import Target, TrafficGenerator, accepted_ids
 from tests.integration.labtools import REPO, wait_for
 from tests.integration.test_lab_mail import dkim_verifies, send_one
@@ -301,3 +302,19 @@ def test_tls_older_than_1_2_is_refused(lab):
 def test_statistics_listen_on_one_address(lab):
     stats = {(a, p) for a, p in listening_ports(lab, "lb") if p == lab.vars.get("mailha_haproxy_stats_port", 8404)}
     assert stats == {(lab.balancer, 8404)}, stats
+
+
+def test_greetings_name_no_relay(lab):
+    """Through the load balancer, at the floating IP and at each relay: the greeting
+    carries the sending host and an opaque tag, never a relay's own name."""
+    own_names = [n for host in lab.mail for n in (host, lab.hosts[host]["mailha_fqdn"])]
+    targets = [lab.balancer, lab.floating_ip] + [lab.hosts[h]["mailha_address"] for h in lab.mail]
+    seen = set()
+    for address in targets:
+        with smtplib.SMTP(timeout=5) as smtp:
+            _, banner = smtp.connect(address, 25)
+            ehlo = smtp.ehlo("mailha-client")[1]
+        text = (banner + b" " + ehlo).decode()
+        assert not [n for n in own_names if n in text], text
+        seen.add(lab.node_tags.get(names.NODE_TAG_IN_GREETING.search(text).group(1)))
+    assert seen == set(lab.mail), "the tags still tell the relays apart"

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from mailha import names
 from mailha.traffic import Target, TrafficGenerator, accepted_ids, build_message, submit
 
 
@@ -18,7 +19,7 @@ class _Session(socketserver.StreamRequestHandler):
         if hang:  # a relay that accepted the connection and then died: no greeting
             server.release.wait(10)
             return
-        self.wfile.write(b"220 mta.mailha.test ESMTP mailha node mxT\r\n")
+        self.wfile.write(f"220 mta.mailha.test ESMTP {names.node_tag('key', 'mxT')}\r\n".encode())
         while line := self.rfile.readline():
             verb = line.decode().strip().split(" ")[0].upper()
             if verb == "EHLO":
@@ -65,7 +66,7 @@ def free_port():
 def test_submit_reports_code_and_the_relay_that_greeted(smtp_server):
     target = Target("127.0.0.1", smtp_server.server_address[1])
     reply = submit(target, build_message("<a@b>", "c@news.mailha.test", "s@inbox.test", "t"))
-    assert (reply.code, reply.node) == (250, "mxT")
+    assert (reply.code, reply.tag) == (250, names.node_tag("key", "mxT"))
     assert smtp_server.received == 1
 
 
@@ -87,6 +88,24 @@ def test_generator_is_bounded_by_count(smtp_server):
     assert len(attempts) == 25
     assert len(set(accepted_ids(attempts))) == 25 == smtp_server.received
     assert [a.seq for a in attempts] == list(range(25))
+
+
+def test_generator_names_the_relay_by_its_greeting_tag(smtp_server):
+    target = Target("127.0.0.1", smtp_server.server_address[1])
+    tags = {names.node_tag("key", "mxT"): "mxT"}
+    [attempt] = TrafficGenerator([target], rate=5, max_messages=1, max_seconds=10, node_tags=tags).start().wait()
+    assert attempt.node == "mxT"
+    # Without the key the tag says nothing: no relay is guessed.
+    [attempt] = TrafficGenerator([target], rate=5, max_messages=1, max_seconds=10).start().wait()
+    assert attempt.node is None
+
+
+def test_node_tags_are_stable_distinct_and_reveal_no_name():
+    assert names.node_tag("key", "mx1") == names.node_tag("key\n", "mx1")  # the key file's newline
+    assert names.node_tag("key", "mx1") != names.node_tag("key", "mx2")
+    assert names.node_tag("key", "mx1") != names.node_tag("other", "mx1")
+    assert "mx1" not in names.node_tag("key", "mx1")
+    assert names.NODE_TAG_IN_GREETING.search(f"mta.mailha.test ESMTP {names.node_tag('key', 'mx1')}")
 
 
 def test_generator_is_bounded_by_time_and_stops_on_request(smtp_server):
