@@ -42,6 +42,7 @@ def probe(host, port, proxy, starttls, rcpt):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         result["tls"] = smtp.starttls(context=context)[0]
+        result["tls_version"] = smtp.sock.version()
         smtp.ehlo("client.example")
     code, text = smtp.mail("campaign@news.mailha.test")
     result["mail"] = [code, text.decode()]
@@ -152,9 +153,64 @@ def test_master_cf(host):
     assert "relay/unix/soft_bounce = yes" in options
     assert "relay/unix/smtp_data_done_timeout = 20s" in options
     for port in (10025, 10587):
-        assert f"{port}/inet/smtpd_upstream_proxy_protocol = haproxy" in options
-    assert "10587/inet/smtpd_tls_security_level = encrypt" in options
+        assert f"{RELAY}:{port}/inet/smtpd_upstream_proxy_protocol = haproxy" in options
+    assert f"{RELAY}:10587/inet/smtpd_tls_security_level = encrypt" in options
     assert "submission/inet/smtpd_tls_security_level = encrypt" in options
+
+
+# Connects to argv[1]:argv[2]; prints "open", "refused" or "error <errno>".
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as err:
+    print(f"error {err.errno}")
+"""
+
+
+def test_proxy_listeners_bind_the_node_address_only(host):
+    # Whoever reaches a PROXY port can claim any client address: one
+    # listener each, on the node's own address (the scenario's
+    # postfix_proxy_bind_address), not on every address or loopback.
+    listening = [line.split()[3] for line in host.check_output("ss -Hltn").splitlines()]
+    for port in (10025, 10587):
+        assert [local for local in listening if local.endswith(f":{port}")] == [f"{RELAY}:{port}"], listening
+        assert host.check_output("python3 -c %s 127.0.0.1 %s", CONNECT, str(port)) == "refused"
+    # The ports clients use directly still listen everywhere.
+    assert "0.0.0.0:25" in listening and "0.0.0.0:587" in listening
+
+
+def test_tls_1_2_or_newer_only(host, client_answers):
+    names = "smtpd_tls_protocols smtpd_tls_mandatory_protocols smtp_tls_protocols smtp_tls_mandatory_protocols"
+    values = host.check_output(f"postconf -h {names}").splitlines()
+    assert values == [">=TLSv1.2"] * 4
+    for probe in ("tls-587", "tls-10587"):
+        assert client_answers[probe]["tls_version"] in ("TLSv1.2", "TLSv1.3"), client_answers[probe]
+
+
+def test_peer_hand_overs_skip_the_milters(host):
+    # A peer's hand-over was signed where it was accepted: the cidr map
+    # switches the milters off for the peer only.
+    milter_map = "/etc/postfix/mailha_milter_map"
+    assert host.check_output("postconf -h smtpd_milter_maps") == f"cidr:{milter_map}"
+    entries = [line for line in host.file(milter_map).content_string.splitlines() if not line.startswith("#")]
+    assert entries == ["10.213.1.13\tDISABLE"]
+    assert host.check_output("postmap -q 10.213.1.13 cidr:%s", milter_map) == "DISABLE"
+    # The campaign client's mail is still signed.
+    assert host.run("postmap -q %s cidr:%s", CLIENT, milter_map).rc == 1
+
+
+def test_received_headers_are_stripped_on_the_way_out(host):
+    checks = "/etc/postfix/mailha_outbound_header_checks"
+    assert host.check_output("postconf -h smtp_header_checks") == f"regexp:{checks}"
+    entries = [line for line in host.file(checks).content_string.splitlines() if not line.startswith("#")]
+    assert entries == ["/^Received:/\tIGNORE"]
+    received = "Received: from client.example ([10.213.1.12]) by mta.mailha.test"
+    assert host.check_output("postmap -q %s regexp:%s", received, checks) == "IGNORE"
+    assert host.run("postmap -q %s regexp:%s", "Subject: Received: news", checks).rc == 1
 
 
 def test_tls_key_is_private(host):
