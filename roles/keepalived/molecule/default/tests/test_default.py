@@ -73,6 +73,12 @@ def test_nopreempt_renders_state_backup_everywhere(host):
     assert delayed == (host.backend.get_hostname() == STANDBY)
 
 
+def test_unicast_peers_render_check_unicast_src(host):
+    # With unicast peers set, adverts from any other source are ignored.
+    conf = host.file("/etc/keepalived/keepalived.conf").content_string
+    assert re.search(r"^  check_unicast_src\n(?:.*\n)*?  unicast_peer \{\n", conf, re.M)
+
+
 def test_failover_and_no_preempt(host):
     if host.backend.get_hostname() != PRIMARY:
         pytest.skip("the pair scenario runs once, driven from the primary")
