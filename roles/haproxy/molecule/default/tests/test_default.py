@@ -1,6 +1,9 @@
 """Real SMTP greetings through the load balancer, health-check failover,
 the runtime API and the metrics endpoint."""
 
+import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -12,6 +15,8 @@ testinfra_hosts = ["podman://molecule-haproxy"]
 LB = "10.213.1.51"
 BACKENDS = {"be1": "10.213.1.52", "be2": "10.213.1.53"}
 SOCKET = "/run/haproxy/admin.sock"
+CONFIG = "/etc/haproxy/haproxy.cfg"
+FENCED = "/etc/haproxy/mailha-fenced-servers"
 
 # Reads one greeting line from host:port (stdlib only, bounded by a timeout).
 GREETING = (
@@ -92,7 +97,7 @@ def test_configuration_is_valid(host):
 def test_haproxy_runs_and_listens(host):
     assert host.service("haproxy").is_enabled
     assert host.service("haproxy").is_running
-    for port in (25, 587, 8404):
+    for port in (25, 587):
         assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
 
@@ -133,12 +138,12 @@ def test_runtime_api_drains_a_server(host, be1_active):
     assert server_status(host, "smtp", "be1").startswith("UP")
 
 
-def http_get(host, path):
-    """(status, body) of GET http://127.0.0.1:8404<path> inside the container."""
+def http_get(host, path, address=LB):
+    """(status, body) of GET http://<address>:8404<path>, run on host."""
     out = host.check_output(
         "python3 -c 'import sys, urllib.request; r = urllib.request.urlopen(sys.argv[1], timeout=5); "
         "print(r.status); print(r.read().decode())' %s",
-        f"http://127.0.0.1:8404{path}",
+        f"http://{address}:8404{path}",
     )
     status, _, body = out.partition("\n")
     return int(status), body
@@ -155,3 +160,117 @@ def test_stats_page(host):
     status, body = http_get(host, "/")
     assert status == 200
     assert "Statistics Report" in body
+
+
+def test_stats_listen_on_the_configured_address_only(host):
+    # The scenario binds them to the balancer's own address (the firewall
+    # opens it to the controller); never every address, nor loopback too.
+    listening = [line.split()[3] for line in host.check_output("ss -Hltn").splitlines()]
+    assert [local for local in listening if local.endswith(":8404")] == [f"{LB}:8404"], listening
+    assert host.run("python3 -c %s 127.0.0.1 8404", CONNECT).stdout.strip() == "refused"
+    # Reachable from another host at that address.
+    status, body = http_get(other("be2"), "/metrics")
+    assert status == 200 and "haproxy_process_start_time_seconds" in body
+
+
+# Opens argv[3] connections to argv[1]:argv[2] one after the other, each
+# reading the greeting (3 s at most); prints [first 3 bytes or "closed",
+# seconds] for each.
+BURST = """
+import json, socket, sys, time
+results = []
+for _ in range(int(sys.argv[3])):
+    start = time.monotonic()
+    try:
+        with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as s:
+            line = s.makefile("rb").readline().decode()
+    except TimeoutError:
+        line = "timeout"
+    except OSError:
+        line = ""
+    results.append([line[:3] or "closed", round(time.monotonic() - start, 3)])
+print(json.dumps(results))
+"""
+
+# Connects to argv[1]:argv[2]; prints "open", "refused" or "error <errno>".
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as err:
+    print(f"error {err.errno}")
+"""
+
+
+def converge(**overrides):
+    """Runs the scenario's converge.yml with extra vars; returns the process."""
+    environment = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    playbook = os.path.join(environment["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")
+    return subprocess.run(
+        ["ansible-playbook", "-i", environment["MOLECULE_INVENTORY_FILE"], playbook, "-e", json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+        check=False,
+    )
+
+
+def assert_converged(process):
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-2000:]
+
+
+def burst(client, count, port=25):
+    result = client.check_output("python3 -c %s %s %s %s", BURST, LB, str(port), str(count))
+    return json.loads(result)
+
+
+def test_a_client_opening_connections_too_fast_is_refused(host, be1_active):
+    limit = 5
+    try:
+        assert_converged(converge(haproxy_client_connection_rate_limit=limit))
+        assert f"sc0_conn_rate gt {limit} }}" in host.file(CONFIG).content_string
+        assert wait_for(lambda: server_status(host, "smtp", "be1").startswith("UP"), 5)
+        assert wait_for(lambda: server_status(host, "smtp", "be2").startswith("DOWN"), 5)
+        noisy = burst(other("be2"), limit + 3)
+        print(noisy)
+        # The first ones are served; from the (limit + 1)th on, closed at
+        # once, not left waiting.
+        assert [answer for answer, _ in noisy[:limit]] == ["220"] * limit, noisy
+        assert [answer for answer, _ in noisy[limit:]] == ["closed"] * 3, noisy
+        assert all(seconds < 1 for _, seconds in noisy[limit:]), noisy
+        # Per client: another address is still served meanwhile.
+        assert greeting(host).startswith("220 be1 ")
+    finally:
+        assert_converged(converge())
+    assert "sc0_conn_rate gt 2000 }" in host.file(CONFIG).content_string
+
+
+def test_a_fenced_server_is_disabled_until_it_is_unfenced(host, be1_active):
+    try:
+        host.check_output("echo be2 > %s", FENCED)
+        assert_converged(converge())
+        config = host.file(CONFIG).content_string
+        for port in (10025, 10587):
+            assert f"server be2 {BACKENDS['be2']}:{port} disabled\n" in config
+            assert f"server be1 {BACKENDS['be1']}:{port}\n" in config
+        # Even with its agent answering 200, no traffic goes to it.
+        other("be2").check_output("touch /run/active")
+        assert wait_for(lambda: server_status(host, "smtp", "be1").startswith("UP"), 5)
+        time.sleep(1)  # five check intervals
+        for backend in ("smtp", "submission"):
+            assert server_status(host, backend, "be2") == "MAINT"
+        for _ in range(4):
+            assert greeting(host).startswith("220 be1 ")
+    finally:
+        host.check_output("rm -f %s", FENCED)
+        set_active("be1")
+        assert_converged(converge())
+    assert " disabled" not in host.file(CONFIG).content_string
+    # Back in the rotation: checked again, and it takes traffic when active.
+    set_active("be2")
+    assert wait_for(lambda: server_status(host, "smtp", "be2").startswith("UP"), 5), server_status(host, "smtp", "be2")
+    assert wait_for(lambda: greeting(host).startswith("220 be2 "), 5)
