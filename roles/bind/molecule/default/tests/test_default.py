@@ -3,11 +3,14 @@
 import re
 import uuid
 
+import pytest
+
 # podman exec directly: faster than through Ansible.
 testinfra_hosts = ["podman://molecule-bind"]
 
 SERVER = "10.213.1.41"
 KEY_FILE = "/etc/bind/keys/mailha-ddns.key"
+NARROW_KEY_FILE = "/etc/bind/keys/mailha-narrow.key"
 LONG_TXT = ("v=DKIM1; k=rsa; p=" + "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" * 10)[:400]
 
 
@@ -15,9 +18,9 @@ def dig(host, *args):
     return host.check_output("dig +short +norecurse @%s " + " ".join(["%s"] * len(args)), SERVER, *args)
 
 
-def nsupdate(host, lines, key=True):
+def nsupdate(host, lines, key=True, key_file=KEY_FILE):
     script = "\n".join([f"server {SERVER}", "zone mailha.test.", *lines, "send", ""])
-    key_option = f"-k {KEY_FILE}" if key else ""
+    key_option = f"-k {key_file}" if key else ""
     return host.run(f"nsupdate -v {key_option} <<'EOF'\n{script}EOF")
 
 
@@ -99,3 +102,31 @@ def test_unsigned_update_is_refused(host):
     assert result.rc != 0
     assert "REFUSED" in result.stdout + result.stderr
     assert dig(host, name, "A") == ""
+
+
+def test_narrow_key_changes_its_granted_record(host):
+    result = nsupdate(
+        host,
+        ["update delete active.mailha.test. A", "update add active.mailha.test. 60 A 10.213.1.203"],
+        key_file=NARROW_KEY_FILE,
+    )
+    assert result.rc == 0, result.stderr
+    assert dig(host, "active.mailha.test", "A") == "10.213.1.203"
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        "update add other.mailha.test. 60 A 10.213.1.204",  # another name
+        "update add active.mailha.test. 60 TXT other",  # another type
+        "update delete mx1.mailha.test. A",  # a record Ansible declares
+    ],
+)
+def test_narrow_key_is_refused_everything_else(host, update):
+    before = dig(host, "mx1.mailha.test", "A")
+    result = nsupdate(host, [update], key_file=NARROW_KEY_FILE)
+    assert result.rc != 0
+    assert "REFUSED" in result.stdout + result.stderr
+    assert dig(host, "other.mailha.test", "A") == ""
+    assert dig(host, "active.mailha.test", "TXT") == ""
+    assert dig(host, "mx1.mailha.test", "A") == before
