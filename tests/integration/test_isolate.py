@@ -64,7 +64,8 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
     lab.exec(suspect, "/usr/local/sbin/mailha-postfix-role", "hold")
     queued = [send_one(Target(lab.floating_ip, 25)) for _ in range(5)]
 
-    traffic = TrafficGenerator(targets=[Target(lab.balancer, 25)], rate=10, max_messages=2000, max_seconds=240)
+    # Bounded well beyond the isolation (two to four minutes on a loaded machine); stop() ends it.
+    traffic = TrafficGenerator(targets=[Target(lab.balancer, 25)], rate=10, max_messages=9000, max_seconds=900)
     traffic.start()
     try:
         wait_for(lambda: len(traffic.snapshot()) >= 20, 30, what="traffic before the isolation")
