@@ -45,6 +45,23 @@ def firewall_address_problems(addresses, variable: str) -> list[str]:
     return problems
 
 
+def firewall_single_ipv4_problems(addresses, variable: str) -> list[str]:
+    """'variable[i]: X is not one IPv4 address' for each network or IPv6 entry
+    (an ARP rule matches IPv4 addresses; entries that are no address at all
+    are firewall_address_problems' to name)."""
+    if not isinstance(addresses, list):
+        return []
+    problems = []
+    for index, text in enumerate(addresses):
+        try:
+            network = _network(text)
+        except ValueError:
+            continue
+        if network.version != 4 or network.prefixlen != network.max_prefixlen:
+            problems.append(f"{variable}[{index}]: {text} is not one IPv4 address")
+    return problems
+
+
 def _name_problem(name) -> str | None:
     if not isinstance(name, str) or not name.strip():
         return "name must be a non-empty string"
@@ -157,4 +174,5 @@ class FilterModule:
             "firewall_by_family": firewall_by_family,
             "firewall_nft_elements": firewall_nft_elements,
             "firewall_nft_match": firewall_nft_match,
+            "firewall_single_ipv4_problems": firewall_single_ipv4_problems,
         }
