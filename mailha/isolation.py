@@ -23,7 +23,7 @@ from mailha.errors import BadInput, MailhaError
 from mailha.fencing import marks, refuse_if_isolated, write_marks
 from mailha.pair import Pair
 from mailha.runner import run_playbook
-from mailha.switch import SwitchOutcome, echo_step
+from mailha.switch import SwitchOutcome, check_and_plan, echo_step
 
 PLAN = [
     "mark the suspect isolated (here and on the host: site.yml refuses to converge it until it is rebuilt)",
@@ -61,25 +61,23 @@ def run_isolate(
     extravars = {"mailha_isolate": suspect, "mailha_isolate_reason": reason}
 
     echo(f"\nfailover --isolate: fence {suspect} as possibly compromised, make {target} active. Preconditions:")
-    checks = run_playbook(playbook, pair.inventory_path, extravars, tags="preconditions", on_step=echo_step(echo))
-    outcome.preconditions = checks.steps
-    if not checks.ok:
-        outcome.result, outcome.message = "refused", f"a precondition failed: {checks.failure}; nothing was changed"
-        if as_json:
-            click.echo(outcome.to_json())
-        raise MailhaError(outcome.message)
-    echo("Plan:")
-    for number, text in enumerate(PLAN):
-        echo(f"  {number + 1}. {text}")
-    echo(f"  The queue of {suspect} is NOT handed over: inspect it with 'mailha queue inspect --node {suspect}'.")
-    if dry_run:
-        outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
-        echo(outcome.message)
-        if as_json:
-            click.echo(outcome.to_json())
+    plan = [f"{number + 1}. {text}" for number, text in enumerate(PLAN)]
+    plan.append(f"The queue of {suspect} is NOT handed over: inspect it with 'mailha queue inspect --node {suspect}'.")
+    go = check_and_plan(
+        pair,
+        playbook,
+        extravars,
+        outcome,
+        plan,
+        f"isolate {suspect} and fail over to {target} now?",
+        yes=yes,
+        dry_run=dry_run,
+        as_json=as_json,
+        confirm=confirm,
+        echo=echo,
+    )
+    if not go:
         return outcome
-    if not yes and not confirm(f"isolate {suspect} and fail over to {target} now?"):
-        raise MailhaError("aborted: nothing was changed")
 
     log = AuditLog(pair.state_dir)
     record = Record(command="failover", reason=reason, environment=pair.environment)
@@ -91,7 +89,7 @@ def run_isolate(
         write_marks(pair, current)
         echo("Isolating:")
         result = run_playbook(playbook, pair.inventory_path, extravars, on_step=echo_step(echo))
-    outcome.steps = record.steps = checks.steps + result.steps
+    outcome.steps = record.steps = outcome.preconditions + result.steps
     outcome.seconds = record.seconds = round(time.monotonic() - began, 2)
     record.finished = now_iso()
     if result.ok:

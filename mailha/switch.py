@@ -139,6 +139,43 @@ def echo_step(echo: Callable[[str], None]) -> Callable[[Step, str], None]:
     return show
 
 
+def check_and_plan(
+    pair: Pair,
+    playbook: Path,
+    extravars: dict,
+    outcome: SwitchOutcome,
+    plan: list[str],
+    question: str,
+    *,
+    yes: bool,
+    dry_run: bool,
+    as_json: bool,
+    confirm: Callable[[str], bool],
+    echo: Callable[[str], None],
+) -> bool:
+    """Run the playbook's "Precondition:" tasks, print the plan and ask. False after a
+    dry run; MailhaError when a precondition fails or the operator declines."""
+    checks = run_playbook(playbook, pair.inventory_path, extravars, tags="preconditions", on_step=echo_step(echo))
+    outcome.preconditions = checks.steps
+    if not checks.ok:
+        outcome.result, outcome.message = "refused", f"a precondition failed: {checks.failure}; nothing was changed"
+        if as_json:
+            click.echo(outcome.to_json())
+        raise MailhaError(outcome.message)
+    echo("Plan:")
+    for line in plan:
+        echo(f"  {line}")
+    if dry_run:
+        outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
+        echo(outcome.message)
+        if as_json:
+            click.echo(outcome.to_json())
+        return False
+    if not yes and not confirm(question):
+        raise MailhaError("aborted: nothing was changed")
+    return True
+
+
 def run_switch(
     pair: Pair,
     command: str,
@@ -167,26 +204,25 @@ def run_switch(
     extravars = {"mailha_switch_to": target, "mailha_switch_mode": mode}
 
     echo(f"\n{command}: make {target} the active relay ({mode}; source {source}). Preconditions:")
-    checks = run_playbook(playbook, pair.inventory_path, extravars, tags="preconditions", on_step=echo_step(echo))
-    outcome.preconditions = checks.steps
-    if not checks.ok:
-        outcome.result, outcome.message = "refused", f"a precondition failed: {checks.failure}; nothing was changed"
-        if as_json:
-            click.echo(outcome.to_json())
-        raise MailhaError(outcome.message)
-
-    echo("Plan:")
-    for number, text in enumerate(PLAN):
-        skipped = mode == "forced" and number in FORCED_SKIPS
-        echo(f"  {number + 1}. {text}{' (skipped: forced)' if skipped else ''}")
-    if dry_run:
-        outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
-        echo(outcome.message)
-        if as_json:
-            click.echo(outcome.to_json())
+    plan = [
+        f"{number + 1}. {text}{' (skipped: forced)' if mode == 'forced' and number in FORCED_SKIPS else ''}"
+        for number, text in enumerate(PLAN)
+    ]
+    go = check_and_plan(
+        pair,
+        playbook,
+        extravars,
+        outcome,
+        plan,
+        f"{command} to {target} now?",
+        yes=yes,
+        dry_run=dry_run,
+        as_json=as_json,
+        confirm=confirm,
+        echo=echo,
+    )
+    if not go:
         return outcome
-    if not yes and not confirm(f"{command} to {target} now?"):
-        raise MailhaError("aborted: nothing was changed")
 
     record = Record(command=command, reason=reason, environment=pair.environment)
     record.details = {"target": target, "source": source, "mode": mode}
@@ -196,7 +232,7 @@ def run_switch(
         result = run_playbook(playbook, pair.inventory_path, extravars, on_step=echo_step(echo))
     outcome.steps = result.steps
     outcome.seconds = record.seconds = round(time.monotonic() - began, 2)
-    record.steps = checks.steps + result.steps
+    record.steps = outcome.preconditions + result.steps
     record.finished = now_iso()
     _conclude(pair, outcome, record, result)
     log.append(record)
