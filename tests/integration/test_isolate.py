@@ -89,6 +89,11 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
     handover = cli("queue", "handover", "--node", suspect)
     assert handover.returncode != 0 and "queue inspect" in handover.stderr
 
+    # The survivor ignores the suspect's VRRP, should a root user there lift the fence.
+    rules = lab.exec(survivor, "nft", "list", "table", "inet", "mailha_filter").stdout
+    suspect_address = lab.hosts[suspect]["mailha_address"]
+    assert not [line for line in rules.splitlines() if "vrrp" in line and suspect_address in line], rules
+
     # The suspect can no longer send, nor pull the floating IP back with its
     # keepalived started by hand: the survivor keeps answering on the floating IP.
     out = lab.exec(suspect, "python3", "-c", SEND_TO_SINK, sink_address).stdout
