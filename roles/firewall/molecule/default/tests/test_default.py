@@ -329,7 +329,7 @@ def test_isolated_host_opens_only_the_connections_allowed_out(host, restore_rule
     assert host.check_output("python3 -c %s %s 9090", SEND_UDP, ALLOWED_CLIENT) == EPERM
     # Still isolated inbound; no ARP fence without foreign addresses.
     assert connect(client("allowed"), 8080) == "timeout"
-    assert "table arp mailha_fence" not in tables(host)
+    assert "table netdev mailha_fence" not in tables(host)
 
 
 # The interface holding the host's address, for `ip addr add`.
@@ -345,7 +345,7 @@ def test_isolated_host_never_answers_for_a_foreign_address(host, restore_rule_se
     """A VRRP daemon started by hand on a fenced host adds the floating IP:
     its neighbours must never learn that address from it."""
     assert_converged(converge(firewall_isolated=True, firewall_isolated_foreign_addresses=[FOREIGN]))
-    assert "table arp mailha_fence" in tables(host)
+    assert "table netdev mailha_fence" in tables(host)
     host.run_expect([0], f"ip addr add {FOREIGN}/32 dev {DEVICE}")
     allowed = client("allowed")
     try:
@@ -354,14 +354,14 @@ def test_isolated_host_never_answers_for_a_foreign_address(host, restore_rule_se
         assert connect(allowed, 22, address=FOREIGN, timeout=4) in ("timeout", "error 113")
         entry = neighbour(allowed, FOREIGN)
         assert "lladdr" not in entry and ("FAILED" in entry or "INCOMPLETE" in entry), entry
-        fence = json.loads(host.check_output("nft --json list table arp mailha_fence"))["nftables"]
+        fence = json.loads(host.check_output("nft --json list table netdev mailha_fence"))["nftables"]
         dropped = [e["counter"]["packets"] for i in fence if "rule" in i for e in i["rule"]["expr"] if "counter" in e]
         assert dropped and dropped[0] > 0, fence
 
         # Back to normal: the fence goes, and the same probe gets an answer
         # (so the one above failed because of the fence, not the probe).
         assert_converged(converge())
-        assert "table arp mailha_fence" not in tables(host)
+        assert "table netdev mailha_fence" not in tables(host)
         assert connect(allowed, 8080, address=FOREIGN, timeout=4) == "open"
         mac = host.check_output(f"cat /sys/class/net/{DEVICE}/address")
         assert f"lladdr {mac}" in neighbour(allowed, FOREIGN)
@@ -379,25 +379,40 @@ sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 sock.bind((device, 0))
 arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) + mac + address + b"\\xff" * 6 + address
 for _ in range(3):
-    sock.send(b"\\xff" * 6 + mac + b"\\x08\\x06" + arp)
+    try:
+        sock.send(b"\\xff" * 6 + mac + b"\\x08\\x06" + arp)
+    except OSError as error:  # the egress hook dropped it: ENOBUFS
+        print("dropped:", error)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="table arp's output hook does not see packet sockets: keepalived's gratuitous ARPs still leave",
-)
+# Not FOREIGN: the test before lets the client learn that address once the
+# fence is gone, and the client (no NET_ADMIN) cannot forget it.
+ANNOUNCED = "10.213.1.68"
+
+
 def test_isolated_host_never_announces_a_foreign_address(host, restore_rule_set):
-    assert_converged(converge(firewall_isolated=True, firewall_isolated_foreign_addresses=[FOREIGN]))
-    host.run_expect([0], f"ip addr add {FOREIGN}/32 dev {DEVICE}")
+    assert_converged(
+        converge(
+            firewall_isolated=True,
+            firewall_isolated_foreign_addresses=[ANNOUNCED],
+            firewall_isolated_fence_device=host.check_output(f"echo {DEVICE}"),
+        )
+    )
+    host.run_expect([0], f"ip addr add {ANNOUNCED}/32 dev {DEVICE}")
     allowed = client("allowed")
     try:
         # The client asks first (no answer), so it holds an entry that a
         # gratuitous ARP would update, as a router holds the floating IP's.
-        connect(allowed, 22, address=FOREIGN, timeout=4)
-        assert "lladdr" not in neighbour(allowed, FOREIGN)
-        host.run_expect([0], f"python3 -c %s {DEVICE} {FOREIGN}", GRATUITOUS_ARP)
+        connect(allowed, 22, address=ANNOUNCED, timeout=4)
+        assert "lladdr" not in neighbour(allowed, ANNOUNCED)
+        host.run_expect([0], f"python3 -c %s {DEVICE} {ANNOUNCED}", GRATUITOUS_ARP)
         time.sleep(0.5)
-        assert "lladdr" not in neighbour(allowed, FOREIGN)
+        assert "lladdr" not in neighbour(allowed, ANNOUNCED)
+        # Control: without the fence the same announcement reaches the client.
+        assert_converged(converge())
+        host.run_expect([0], f"python3 -c %s {DEVICE} {ANNOUNCED}", GRATUITOUS_ARP)
+        time.sleep(0.5)
+        assert "lladdr" in neighbour(allowed, ANNOUNCED)
     finally:
-        host.run(f"ip addr del {FOREIGN}/32 dev {DEVICE}")
+        host.run(f"ip addr del {ANNOUNCED}/32 dev {DEVICE}")
