@@ -23,7 +23,7 @@ from mailha.errors import BadInput, MailhaError
 from mailha.fencing import marks, refuse_if_isolated, write_marks
 from mailha.pair import Pair
 from mailha.runner import run_playbook
-from mailha.switch import SwitchOutcome, check_and_plan, echo_step
+from mailha.switch import SwitchOutcome, check_and_plan, echo_step, finish
 
 PLAN = [
     "mark the suspect isolated (here and on the host: site.yml refuses to converge it until it is rebuilt)",
@@ -102,17 +102,9 @@ def run_isolate(
             f"isolation of {suspect} stopped: {result.failure}. {suspect} stays marked ISOLATED; "
             f"see 'mailha status', fix the cause and run 'mailha failover --isolate --yes' again"
         )
-    log.append(record)
-    after = status_mod.gather(pair)
-    outcome.after = after.to_dict()
-    echo("")
-    echo(status_mod.render_table(after))
-    if as_json:
-        click.echo(outcome.to_json())
-    if outcome.result != "ok":
-        raise MailhaError(outcome.message)
-    echo(f"{suspect} isolated; {target} is active ({outcome.seconds:.1f}s)")
-    return outcome
+    return finish(
+        pair, outcome, record, log, f"{suspect} isolated; {target} is active ({outcome.seconds:.1f}s)", as_json, echo
+    )
 
 
 def run_unisolate(pair: Pair, node: str, reason: str, echo: Callable[[str], None] = click.echo) -> None:

@@ -235,6 +235,19 @@ def run_switch(
     record.steps = outcome.preconditions + result.steps
     record.finished = now_iso()
     _conclude(pair, outcome, record, result)
+    return finish(pair, outcome, record, log, f"{command} to {target} done in {outcome.seconds:.1f}s", as_json, echo)
+
+
+def finish(
+    pair: Pair,
+    outcome: SwitchOutcome,
+    record: Record,
+    log: AuditLog,
+    done: str,
+    as_json: bool,
+    echo: Callable[[str], None],
+) -> SwitchOutcome:
+    """Record the run, show the topology after it, and say how it ended: `done`, or its failure."""
     log.append(record)
     after = status_mod.gather(pair)
     outcome.after = after.to_dict()
@@ -244,7 +257,7 @@ def run_switch(
         click.echo(outcome.to_json())
     if outcome.result != "ok":
         raise MailhaError(outcome.message)
-    echo(f"{command} to {target} done in {outcome.seconds:.1f}s")
+    echo(done)
     return outcome
 
 
