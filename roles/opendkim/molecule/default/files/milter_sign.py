@@ -2,7 +2,8 @@
 """Send one message through a running milter, as Postfix would, and print the
 headers the milter adds. Stdlib only.
 
-Usage: milter_sign.py HOST PORT < message   (RFC 5322 message, CRLF or LF)
+Usage: milter_sign.py unix:PATH < message    (RFC 5322 message, CRLF or LF)
+       milter_sign.py HOST PORT < message
 """
 
 import socket
@@ -41,7 +42,6 @@ def expect_continue(sock, step):
 
 
 def main():
-    host, port = sys.argv[1], int(sys.argv[2])
     message = sys.stdin.buffer.read().replace(b"\r\n", b"\n")
     head, _, body = message.partition(b"\n\n")
     headers = []
@@ -52,7 +52,13 @@ def main():
             name, _, value = line.partition(b":")
             headers.append([name, value.lstrip()])
 
-    with socket.create_connection((host, port), timeout=10) as sock:
+    if sys.argv[1].startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(sys.argv[1][5:])
+    else:
+        sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+    with sock:
         send(sock, b"O", struct.pack("!III", SMFI_VERSION, ALL_ACTIONS, NO_PROTOCOL_STEPS_SKIPPED))
         if receive(sock)[0] != b"O":
             raise SystemExit("option negotiation failed")

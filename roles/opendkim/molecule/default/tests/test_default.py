@@ -9,6 +9,10 @@ import pytest
 testinfra_hosts = ["podman://molecule-opendkim"]
 
 KEY = "/etc/opendkim/keys/news.mailha.test/mailha.private"
+SOCKET = "/run/opendkim-milter/opendkim.sock"
+# The milter client as Postfix runs it: user and primary group postfix, no
+# supplementary groups (Postfix drops them).
+AS_POSTFIX = "setpriv --reuid postfix --regid postfix --clear-groups"
 MESSAGE = (
     "From: Campaign <campaign@news.mailha.test>\r\n"
     "To: someone@inbox.test\r\n"
@@ -33,11 +37,26 @@ def message(host):
     return path
 
 
-def test_opendkim_runs_and_listens_on_loopback(host):
+def test_opendkim_runs_on_a_unix_socket_only(host):
     assert host.service("opendkim").is_enabled
     assert host.service("opendkim").is_running
-    assert host.socket("tcp://127.0.0.1:8891").is_listening
-    assert not host.socket("tcp://0.0.0.0:8891").is_listening
+    assert host.socket(f"unix://{SOCKET}").is_listening
+    # Nothing on TCP: OpenDKIM's only listener is the socket.
+    listening = host.check_output("ss -Hltnp")
+    assert "opendkim" not in listening
+
+
+def test_only_the_mta_group_may_connect(host):
+    directory = host.file("/run/opendkim-milter")
+    assert (directory.user, directory.group, directory.mode) == ("opendkim", "postfix", 0o2750)
+    assert host.file(SOCKET).group == "postfix"
+    # nobody is neither opendkim nor in group postfix: the directory stops it.
+    denied = host.run("setpriv --reuid nobody --regid nogroup --clear-groups milter_sign.py unix:%s < /dev/null", SOCKET)
+    assert denied.rc != 0 and "Permission denied" in denied.stderr
+
+
+def test_the_socket_directory_comes_back_after_a_boot(host):
+    assert "d /run/opendkim-milter 2750 opendkim postfix -" in host.file("/etc/tmpfiles.d/mailha-opendkim.conf").content_string
 
 
 def test_configuration_is_valid(host):
@@ -53,7 +72,7 @@ def test_key_is_private_to_opendkim(host):
 
 
 def test_running_milter_signs(host, message):
-    headers = host.check_output("milter_sign.py 127.0.0.1 8891 < %s", message)
+    headers = host.check_output(f"{AS_POSTFIX} milter_sign.py unix:{SOCKET} < %s", message)
     assert headers.startswith("DKIM-Signature:")
     signature = tags(headers.split(":", 1)[1])
     assert signature["d"] == "news.mailha.test"
@@ -77,7 +96,7 @@ def test_signature_verifies_with_the_public_key(host, message):
     # from the installed private key (TestPublicKeys instead of a DNS lookup).
     host.check_output(
         "set -e; cd /tmp; "
-        "{ milter_sign.py 127.0.0.1 8891 < %s | sed 's/$/\\r/'; cat %s; } > dkim-signed.eml; "
+        f"{{ {AS_POSTFIX} milter_sign.py unix:{SOCKET} < %s | sed 's/$/\\r/'; cat %s; }} > dkim-signed.eml; "
         "p=$(openssl pkey -in %s -pubout | grep -v -- ----- | tr -d '\\n'); "
         'echo "mailha._domainkey.news.mailha.test v=DKIM1; k=rsa; p=$p" > dkim-test-keys; '
         "printf 'Mode v\\nTestPublicKeys /tmp/dkim-test-keys\\nAuthservID verify.test\\n' > dkim-verify.conf",
