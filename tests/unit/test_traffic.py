@@ -1,60 +1,11 @@
 """The traffic generator against a real SMTP server on loopback."""
 
 import socket
-import socketserver
-import threading
 
 import pytest
 
 from mailha import names
 from mailha.traffic import Target, TrafficGenerator, accepted_ids, build_message, submit
-
-
-class _Session(socketserver.StreamRequestHandler):
-    def handle(self):
-        server = self.server
-        with server.lock:
-            server.connections += 1
-            hang = server.connections <= server.hang_first
-        if hang:  # a relay that accepted the connection and then died: no greeting
-            server.release.wait(10)
-            return
-        self.wfile.write(f"220 mta.mailha.test ESMTP {names.node_tag('key', 'mxT')}\r\n".encode())
-        while line := self.rfile.readline():
-            verb = line.decode().strip().split(" ")[0].upper()
-            if verb == "EHLO":
-                self.wfile.write(b"250-mta.mailha.test\r\n250 8BITMIME\r\n")
-            elif verb == "RCPT":
-                self.wfile.write(server.rcpt_reply)
-            elif verb == "DATA":
-                self.wfile.write(b"354 go ahead\r\n")
-                while self.rfile.readline() not in (b".\r\n", b""):
-                    pass
-                server.received += 1
-                self.wfile.write(b"250 2.0.0 Ok: queued as ABC\r\n")
-            elif verb == "QUIT":
-                self.wfile.write(b"221 bye\r\n")
-                return
-            else:
-                self.wfile.write(b"250 ok\r\n")
-
-
-@pytest.fixture
-def smtp_server():
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Session)
-    server.daemon_threads = True
-    server.received = 0
-    server.rcpt_reply = b"250 ok\r\n"
-    server.lock = threading.Lock()
-    server.connections = 0
-    server.hang_first = 0
-    server.release = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()
-    server.shutdown()
-    server.server_close()
 
 
 def free_port():
