@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import subprocess
 
 import pytest
 import testinfra
@@ -12,7 +14,11 @@ RELAY = "10.213.1.11"
 CLIENT = "10.213.1.12"
 OUTSIDER = "10.213.1.99"
 FLOATING_IP = "10.213.1.12"  # the client plays the active node
+SENDING_ADDRESS = "10.213.1.14"  # postfix_smtp_bind_address, held by the relay
 TRANSPORT = "/etc/postfix/mailha_role_transport"
+DESTINATIONS = "/etc/postfix/mailha_destinations"
+# The scenario's group beside the role's providers' table.
+GROUPS = ("apple", "gmx", "google", "inbox", "microsoft", "yahoo")
 
 # SMTP dialogues up to RCPT (never DATA, so nothing is queued or sent on),
 # all in one process per node to keep the test quick. An optional PROXY v1
@@ -140,15 +146,44 @@ def test_main_cf(host):
     assert settings["maximal_queue_lifetime"] == "2d"
     assert settings["smtpd_client_connection_count_limit"] == "100"
     assert "smtp_bind_address" not in settings
+    # The bulk-relay defaults.
+    assert settings["default_destination_recipient_limit"] == "50"
+    assert settings["message_size_limit"] == "10240000"
+    assert settings["header_size_limit"] == "102400"
+    assert settings["smtpd_recipient_limit"] == "1000"
+    assert settings["delay_warning_time"] == "0h"
+    assert settings["bounce_size_limit"] == "10240"
+    assert settings["notify_classes"] == "resource, software"
+    # One set of limits per destination group: the role's table ...
+    assert settings["mx_google_destination_concurrency_limit"] == "5"
+    assert settings["mx_microsoft_destination_concurrency_limit"] == "2"
+    assert settings["mx_google_destination_rate_delay"] == "0s"
+    assert settings["mx_yahoo_destination_recipient_limit"] == "20"
+    # ... and the scenario's group, merged over it.
+    assert settings["mx_inbox_destination_concurrency_limit"] == "2"
+    assert settings["mx_inbox_destination_recipient_limit"] == "10"
+    limits = {name.split("_destination_")[0] for name in settings if re.match(r"mx_\w+_destination_", name)}
+    assert limits == {f"mx_{group}" for group in GROUPS}
 
 
 def test_master_cf(host):
     chroot, options = host.check_output("postconf -F '*/*/chroot'; echo --; postconf -P").split("--")
     chroot, options = chroot.strip().splitlines(), options.strip().splitlines()
     assert chroot and all(line.endswith(" = n") for line in chroot), chroot
-    # Outbound mail leaves from the bound address; the hand-over never does.
-    assert f"smtp/unix/smtp_bind_address = {FLOATING_IP}" in options
+    # Outbound mail leaves from the bound address, through every destination
+    # group's transport too; the hand-over never does.
+    assert f"smtp/unix/smtp_bind_address = {SENDING_ADDRESS}" in options
     assert "relay/unix/smtp_bind_address =" in options
+    services = host.check_output("postconf -M").splitlines()
+    group_services = sorted(line.split()[0] for line in services if line.startswith("mx_"))
+    assert group_services == [f"mx_{group}" for group in GROUPS]
+    for group in GROUPS:
+        assert f"mx_{group}/unix/smtp_bind_address = {SENDING_ADDRESS}" in options
+        assert f"mx_{group}/unix/syslog_name = postfix/$service_name" in options
+    # Sessions kept for the next message to a provider; not for the client.
+    assert "mx_google/unix/smtp_connection_cache_destinations = static:all" in options
+    assert "mx_inbox/unix/smtp_connection_cache_on_demand = no" in options
+    assert not [line for line in options if line.startswith("mx_inbox/unix/smtp_connection_cache_destinations")]
     # A hand-over never bounces acknowledged mail (see master.cf).
     assert "relay/unix/soft_bounce = yes" in options
     assert "relay/unix/smtp_data_done_timeout = 20s" in options
@@ -222,10 +257,26 @@ def test_tls_key_is_private(host):
     assert "mta.mailha.test" in subject
 
 
-# Runs the command, then shows the file's size and the route it gives.
+def test_destination_table_is_sorted_and_complete(host):
+    entries = [line for line in host.file(DESTINATIONS).content_string.splitlines() if not line.startswith("#")]
+    domains = [line.split("\t")[0] for line in entries]
+    # Sorted, so both relays' files compare equal.
+    assert domains == sorted(domains) and len(domains) == len(set(domains))
+    assert "gmail.com\tmx_google:" in entries
+    assert "hotmail.com\tmx_microsoft:" in entries
+    assert "aol.com\tmx_yahoo:" in entries
+    assert "icloud.com\tmx_apple:" in entries
+    assert "inbox.test\tmx_inbox:" in entries
+    assert {line.split("\t")[1] for line in entries} == {f"mx_{group}:" for group in GROUPS}
+
+
+# Runs the command, then shows the file's size and the routes it gives for
+# a provider's domain, the scenario's group, another domain and "*"
+# ("-" where there is none).
 SWITCH = (
     'mailha-postfix-role "$1"; echo "rc=$?"; postfix status 2>/dev/null && echo running;'
-    ' stat -c "size=%s" "$2"; postmap -q "*" "texthash:$2"; true'
+    ' stat -c "size=%s" "$2";'
+    ' for key in gmail.com inbox.test example.org "*"; do postmap -q "$key" "texthash:$2" || echo -; done'
 )
 
 
@@ -241,18 +292,43 @@ def test_role_command_hands_over_on_standby(host):
             result, lines = switch(host, state)
             assert "rc=0" in lines, result.stderr
             assert "postfix reloaded" in lines[0]
-            assert lines[-1] == f"relay:[{FLOATING_IP}]:25", lines
+            # The "*" route alone: a domain key beside it would win over it
+            # and send the provider's mail from this standby directly.
+            assert lines[-4:] == ["-", "-", "-", f"relay:[{FLOATING_IP}]:25"], lines
+            assert host.file(TRANSPORT).content_string.splitlines() == [f"* relay:[{FLOATING_IP}]:25"]
     finally:
         result, lines = switch(host, "Master")
-    assert lines[1:] == ["rc=0", "running", "size=0"], (lines, result.stderr)
+    assert lines[1:3] == ["rc=0", "running"], (lines, result.stderr)
+    # The active relay: the destination table's routes, no "*" route.
+    assert lines[-4:] == ["mx_google:", "mx_inbox:", "-", "-"], lines
+    assert host.file(TRANSPORT).sha256sum == host.file(DESTINATIONS).sha256sum
+    assert "direct delivery, " in lines[0] and " domains by destination group" in lines[0]
+    assert host.check_output("postmap -q gmail.com texthash:%s", TRANSPORT) == "mx_google:"
 
 
 def test_role_command_holds_mail_during_a_switch(host):
     try:
         result, lines = switch(host, "hold")
         assert "rc=0" in lines, result.stderr
-        assert lines[-1] == f"hold:[{FLOATING_IP}]:25", lines
+        assert lines[-4:] == ["-", "-", "-", f"hold:[{FLOATING_IP}]:25"], lines
         assert host.check_output("postconf -h defer_transports") == "hold"
+    finally:
+        switch(host, "master")
+
+
+def test_refresh_copies_the_table_on_the_active_relay_only(host):
+    try:
+        # A standby keeps its route to the floating IP.
+        switch(host, "backup")
+        result, lines = switch(host, "refresh")
+        assert "rc=0" in lines and "not the active relay" in lines[0], (lines, result.stderr)
+        assert lines[-4:] == ["-", "-", "-", f"relay:[{FLOATING_IP}]:25"], lines
+        # The active relay's file from before the table (empty) gets it.
+        switch(host, "master")
+        host.check_output("truncate -s 0 %s", TRANSPORT)
+        result, lines = switch(host, "refresh")
+        assert "rc=0" in lines, result.stderr
+        assert lines[-4:] == ["mx_google:", "mx_inbox:", "-", "-"], lines
     finally:
         switch(host, "master")
 
@@ -277,13 +353,14 @@ record = {"peer": peer}
 def send(*lines):
     conn.sendall(b"".join(line.encode() + b"\\r\\n" for line in lines))
 
-send("220 mta.mailha.test ESMTP")
+name = sys.argv[3] if len(sys.argv) > 3 else "mta.mailha.test"
+send(f"220 {name} ESMTP")
 while line := reader.readline():
     command = line.decode().strip()
     verb = command.split(" ")[0].upper()
     if verb in ("EHLO", "HELO"):
         record["helo"] = command.split(" ", 1)[1]
-        send("250-mta.mailha.test", "250 8BITMIME")
+        send(f"250-{name}", "250 8BITMIME")
     elif verb == "DATA":
         send("354 go ahead")
         data = []
@@ -304,7 +381,7 @@ SUBMIT = """
 import smtplib, sys
 with smtplib.SMTP(sys.argv[1], 25, timeout=10) as smtp:
     smtp.sendmail("campaign@news.mailha.test", ["someone@inbox.test"],
-                  f"Message-ID: {sys.argv[2]}\\r\\nSubject: hand-over\\r\\n\\r\\nqueued on a standby\\r\\n")
+                  f"Message-ID: {sys.argv[2]}\\r\\nSubject: relay test\\r\\n\\r\\nfrom the relay test\\r\\n")
 """
 
 # Submit once the fake listens, then wait (bounded) for what it recorded.
@@ -333,8 +410,88 @@ def test_standby_hands_mail_over_to_the_floating_ip(host, client):
     log = "" if result.stdout else host.run("journalctl -u postfix@- --no-pager | tail -n 15").stdout
     assert result.stdout, f"nothing handed over: {result.stderr}\n{log}"
     record = json.loads(result.stdout)
-    # From the standby's own address (not the bound floating IP), under its
-    # own name (not the shared one the active node greets with).
+    # From the standby's own address (not the sending address), under its
+    # own name (not the shared one the active node greets with); inbox.test
+    # is a destination group's domain, handed over all the same.
     assert record["peer"] == RELAY
     assert record["helo"] == "molecule-postfix"
     assert f"Message-ID: {message_id}" in record["data"]
+
+
+def test_a_group_domain_goes_out_through_its_transport(host, client):
+    """On the active relay, mail for inbox.test (the scenario's group) leaves
+    through mx_inbox, from the sending address, and is delivered."""
+    record_file = "/root/fake-inbox.json"
+    message_id = "<destination-group-test@news.mailha.test>"
+    since = host.check_output("date +%s")
+    client.run_expect([0], f"rm -f {record_file}")
+    client.run_expect(
+        [0],
+        "systemd-run --unit=fake-inbox --collect python3 -c %s %s %s mx.inbox.test",
+        FAKE_ACTIVE,
+        CLIENT,
+        record_file,
+    )
+    try:
+        assert "rc=0" in switch(host, "master")[1]
+        result = client.run("sh -c %s send %s %s %s %s %s", HAND_OVER, CLIENT, RELAY, SUBMIT, message_id, record_file)
+    finally:
+        client.run("systemctl stop fake-inbox")
+    log = host.run(f"journalctl -q -o cat --no-pager --since @{since} SYSLOG_FACILITY=2").stdout
+    assert result.stdout, f"nothing delivered: {result.stderr}\n{log[-3000:]}"
+    record = json.loads(result.stdout)
+    assert record["peer"] == SENDING_ADDRESS
+    assert record["helo"] == "mta.mailha.test"
+    assert f"Message-ID: {message_id}" in record["data"]
+    sent = host.run(
+        f"journalctl -q -o short --no-pager --since @{since} SYSLOG_IDENTIFIER=postfix/mx_inbox/smtp"
+        " | grep -F 'to=<someone@inbox.test>' | grep -F status=sent"
+    )
+    assert sent.rc == 0, log[-3000:]
+
+
+def converge(**overrides):
+    """Runs the scenario's converge.yml with extra vars; returns the process."""
+    environment = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    playbook = os.path.join(environment["MOLECULE_SCENARIO_DIRECTORY"], "converge.yml")
+    return subprocess.run(
+        ["ansible-playbook", "-i", environment["MOLECULE_INVENTORY_FILE"], playbook, "-e", json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+        check=False,
+    )
+
+
+def group(**changes):
+    return {
+        "mx": "mx.example.org",
+        "domains": ["example.org"],
+        "concurrency_limit": 2,
+        "rate_delay": "0s",
+        "recipient_limit": 10,
+        "connection_reuse": True,
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ({"Bad-Name": group()}, "Bad-Name: a group name has 1 to 40 lowercase letters"),
+        ({"bad": group(domains=["not a domain"])}, "bad: not a domain is not a DNS name"),
+        ({"bad": group(domains=["googlemail.com"])}, "google: googlemail.com is in group bad too"),
+        ({"bad": group(rate_delay="1s")}, "bad: a non-zero rate_delay sends one message at a time"),
+        ({"bad": group(recipient_limit=1)}, "bad: recipient_limit must be 2 or more"),
+        ({"bad": {"domains": ["example.org"]}}, "bad: missing ['mx', 'concurrency_limit'"),
+    ],
+    ids=["name", "domain", "duplicate", "rate-delay", "recipient-limit", "missing"],
+)
+def test_bad_destination_groups_are_refused_before_anything_changes(host, groups, message):
+    before = host.file(DESTINATIONS).sha256sum, host.file("/etc/postfix/main.cf").sha256sum
+    process = converge(postfix_extra_destination_groups=groups)
+    assert process.returncode != 0
+    assert message in process.stdout + process.stderr, process.stdout[-3000:] + process.stderr[-2000:]
+    assert re.search(r"^molecule-postfix\s*:.* changed=0 ", process.stdout, re.MULTILINE), process.stdout[-1000:]
+    assert (host.file(DESTINATIONS).sha256sum, host.file("/etc/postfix/main.cf").sha256sum) == before
