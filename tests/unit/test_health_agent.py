@@ -5,6 +5,7 @@ import importlib.machinery
 import importlib.util
 import os
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -166,6 +167,7 @@ def dry_run(agent, tmp_path, responder):
         full_check_interval=30.0,
         full_check_stamp=str(stamp),
         timeout=2.0,
+        queue_directory=str(tmp_path),  # no pid/master.pid: the greeting decides
     )
     return values, stamp
 
@@ -489,3 +491,50 @@ def test_an_address_the_node_does_not_hold_is_one_line_and_exit_1(agent, monkeyp
     monkeypatch.setattr(agent.health, "load_config", lambda: values)
     assert agent.main() == 1
     assert capsys.readouterr().err.startswith("mailha-health-agent: cannot listen on 192.0.2.1 port 0: ")
+
+
+@pytest.fixture()
+def master_pid(tmp_path):
+    """A queue directory whose pid/master.pid the test writes."""
+    (tmp_path / "pid").mkdir()
+    return tmp_path, tmp_path / "pid" / "master.pid"
+
+
+def test_a_dead_master_fails_the_check_before_any_greeting(agent, master_pid, responder):
+    """kill -9 of the master leaves children that still greet: the pid file tells."""
+    queue, pid_file = master_pid
+    child = subprocess.Popen(["sleep", "30"])
+    child.kill()
+    child.wait()
+    pid_file.write_text(f"{child.pid:>32}\n")  # Postfix right-aligns the pid
+    findings = agent.health.run_checks(settings(agent, smtp_port=responder.port, queue_directory=str(queue)))
+    assert findings["exit_code"] == 1
+    assert findings["reason"] == f"MTA failed: the Postfix master process (pid {child.pid}) is gone"
+
+
+def test_a_pid_reused_by_another_process_is_a_dead_master(agent, master_pid, responder):
+    queue, pid_file = master_pid
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, but python, not master
+    findings = agent.health.run_checks(settings(agent, smtp_port=responder.port, queue_directory=str(queue)))
+    assert findings["exit_code"] == 1 and "master process" in findings["reason"]
+
+
+def test_a_live_master_and_a_greeting_are_healthy(agent, master_pid, responder, tmp_path):
+    queue, pid_file = master_pid
+    master = tmp_path / "master"
+    master.symlink_to("/bin/sleep")  # a process whose name is "master"
+    process = subprocess.Popen([str(master), "30"])
+    try:
+        pid_file.write_text(f"{process.pid:>32}\n")
+        findings = agent.health.run_checks(settings(agent, smtp_port=responder.port, queue_directory=str(queue)))
+        assert findings["exit_code"] == 0, findings
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_no_pid_file_leaves_the_verdict_to_the_greeting(agent, tmp_path, responder):
+    findings = agent.health.run_checks(settings(agent, smtp_port=responder.port, queue_directory=str(tmp_path)))
+    assert findings["exit_code"] == 0
+    findings = agent.health.run_checks(settings(agent, smtp_port=1, queue_directory=str(tmp_path), timeout=0.5))
+    assert findings["exit_code"] == 1 and "master" not in findings["reason"]
