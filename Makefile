@@ -9,6 +9,7 @@ TF_DIR := terraform/environments/$(ENV)
 INVENTORY := inventories/$(ENV)/hosts.yml
 ROLES ?= $(notdir $(wildcard roles/*))
 PYTEST_ARGS ?=
+BENCHMARK_ARGS ?=
 
 export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export TF_CLI_CONFIG_FILE := $(CURDIR)/terraform/cli.tfrc
@@ -20,7 +21,7 @@ export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
 
 .PHONY: deps
 deps: ## Install host packages and the pinned virtual environment
@@ -94,6 +95,10 @@ integration: deps ## Integration tests on the provisioned lab
 .PHONY: benchmark
 benchmark: deps ## Failover benchmark on the lab, tuned vs stock keepalived timings (RUNS=3)
 	python benchmarks/failover.py --runs $${RUNS:-3}
+
+.PHONY: benchmark-throughput
+benchmark-throughput: deps ## Throughput benchmark on the lab: msg/s per path, signed vs unsigned, accepted vs delivered (ROUNDS=3)
+	python benchmarks/throughput.py --rounds $${ROUNDS:-3} $(BENCHMARK_ARGS)
 
 .PHONY: test
 test: lint tf-test molecule provision ## The whole suite: lint, Terraform tests, Molecule, lab, pytest
