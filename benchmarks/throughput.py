@@ -126,12 +126,12 @@ class Lab:
     def wait_drained(self) -> bool:
         return probes.poll(lambda: self.queued() == 0, self.drain_seconds, 0.5)
 
-    def arrivals(self, run_id: str) -> tuple[Counter, list[str], float | None]:
+    def arrivals(self, run_id: str, since: float) -> tuple[Counter, list[str], float | None]:
         """This run's messages at the sink: counts by Message-ID, their files, the last arrival time."""
         prefix = f"<mailha-{run_id}-"
         counts: Counter = Counter()
         files, last = [], None
-        for entry in self.sink.index():
+        for entry in self.sink.index(since=since - 1):
             message_id = entry.get("message_id") or ""
             if not message_id.startswith(prefix):
                 continue
@@ -198,7 +198,7 @@ def one_run(the_lab: Lab, config: Config, args, meter: CpuMeter | None) -> Run:
     # The sink acknowledged them all; its own delivery to the Maildir may still be under way.
     deadline = time.monotonic() + args.drain_seconds
     while True:
-        counts, files, last = the_lab.arrivals(run_id)
+        counts, files, last = the_lab.arrivals(run_id, result.started)
         if accepted <= set(counts) or time.monotonic() > deadline:
             break
         time.sleep(0.5)

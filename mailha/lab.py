@@ -74,8 +74,10 @@ class RecipientSide:
         self.hosts = hosts
         self.target = target
 
-    def index(self) -> list[dict]:
-        out = self.hosts.exec(self.target, "mailha-sink-index", timeout=180).stdout
+    def index(self, since: float | None = None) -> list[dict]:
+        """What the sink stored (since an epoch time: only files stored from then on)."""
+        extra = () if since is None else ("--since", f"{since:.3f}")
+        out = self.hosts.exec(self.target, "mailha-sink-index", *extra, timeout=180).stdout
         entries = []
         for number, line in enumerate(out.splitlines(), 1):
             if not line.strip():

@@ -134,7 +134,7 @@ def test_mta_crash_moves_the_floating_ip_and_loses_nothing(lab):
 
 
 # On the relay, three rounds: the role hook a second into the round while
-# mailha-health (the greeting within its 1 s deadline) runs every 0.1 s for
+# mailha-health (the greeting within its deadline) runs every 0.1 s for
 # 3 s; prints the number of failed checks. Before the fix in
 # mailha-postfix-role, a hook run stalled new sessions for 2 to 3 s in one
 # round out of two or three.
