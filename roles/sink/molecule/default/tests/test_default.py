@@ -132,7 +132,7 @@ def test_unreadable_maildir_is_an_error(host):
 
 
 SINCE = """
-import os, subprocess
+import json, os, subprocess
 root = "/tmp/since-maildir"
 for sub in ("new", "cur", "tmp"):
     os.makedirs(os.path.join(root, sub), exist_ok=True)
@@ -143,11 +143,12 @@ for n, stamp in enumerate((1000, 2000, 3000)):
     os.utime(path, (stamp, stamp))
 for since in ("2000", "3000.5"):
     out = subprocess.run(["mailha-sink-index", "--maildir", root, "--since", since], capture_output=True, check=True)
-    print(",".join(sorted(line.split('"message_id": "')[1].split('"')[0] for line in out.stdout.decode().splitlines())))
+    ids = sorted(json.loads(line)["message_id"] for line in out.stdout.decode().splitlines())
+    print("[" + ",".join(ids) + "]")
 """
 
 
 def test_since_lists_only_what_was_stored_from_then_on(host):
     result = host.run("python3 -c %s; rm -rf /tmp/since-maildir", SINCE)
     assert result.rc == 0, result.stderr
-    assert result.stdout.splitlines() == ["<1@since>,<2@since>", ""]
+    assert result.stdout.splitlines() == ["[<1@since>,<2@since>]", "[]"]
