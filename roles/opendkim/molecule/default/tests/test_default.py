@@ -51,12 +51,14 @@ def test_only_the_mta_group_may_connect(host):
     assert (directory.user, directory.group, directory.mode) == ("opendkim", "postfix", 0o2750)
     assert host.file(SOCKET).group == "postfix"
     # nobody is neither opendkim nor in group postfix: the directory stops it.
-    denied = host.run("setpriv --reuid nobody --regid nogroup --clear-groups milter_sign.py unix:%s < /dev/null", SOCKET)
+    as_nobody = "setpriv --reuid nobody --regid nogroup --clear-groups"
+    denied = host.run(f"{as_nobody} milter_sign.py unix:%s < /dev/null", SOCKET)
     assert denied.rc != 0 and "Permission denied" in denied.stderr
 
 
 def test_the_socket_directory_comes_back_after_a_boot(host):
-    assert "d /run/opendkim-milter 2750 opendkim postfix -" in host.file("/etc/tmpfiles.d/mailha-opendkim.conf").content_string
+    entry = host.file("/etc/tmpfiles.d/mailha-opendkim.conf").content_string
+    assert "d /run/opendkim-milter 2750 opendkim postfix -" in entry
 
 
 def test_configuration_is_valid(host):
