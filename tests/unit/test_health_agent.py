@@ -524,6 +524,11 @@ def test_a_live_master_and_a_greeting_are_healthy(agent, master_pid, responder, 
     master = tmp_path / "master"
     master.symlink_to("/bin/sleep")  # a process whose name is "master"
     process = subprocess.Popen([str(master), "30"])
+    comm = Path(f"/proc/{process.pid}/comm")
+    for _ in range(100):  # between fork and exec the child still has the test's name
+        if comm.read_text().strip() == "master":
+            break
+        time.sleep(0.02)
     try:
         pid_file.write_text(f"{process.pid:>32}\n")
         findings = agent.health.run_checks(settings(agent, smtp_port=responder.port, queue_directory=str(queue)))
