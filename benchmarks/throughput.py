@@ -242,40 +242,42 @@ def tables(runs: list[Run], args) -> str:
 
     rounds = max((len(v) for v in by.values()), default=0)
     heads = [PATHS[p] for p in args.paths]
+
+    def table(what: str, ratio_heads: list[str], ratios) -> list[str]:
+        lines = [
+            f"| size | sessions | {' | '.join(heads)} | direct, unsigned | {' | '.join(ratio_heads)} |",
+            "|---|---:|" + "---:|" * (len(heads) + 1 + len(ratio_heads)),
+        ]
+        for size in args.sizes:
+            for sessions in args.sessions:
+                cells = [spread(figures(p, True, sessions, size, what)) for p in args.paths]
+                cells.append(spread(figures("direct", False, sessions, size, what)))
+                cells += [ratio(*pair) for pair in ratios(lambda p, s, w, n=sessions, z=size: figures(p, s, n, z, w))]
+                lines.append(f"| {size // 1024} KB | {sessions} | {' | '.join(cells)} |")
+        return lines
+
+    accepted = "accepted_per_second"
     lines = [
         f"Accepted msg/s, median (min-max) over {rounds} rounds, {args.messages} messages or "
         f"{args.max_seconds:g} s per run:",
         "",
-        f"| size | sessions | {' | '.join(heads)} | direct, unsigned | load balancer / direct | signed / unsigned |",
-        "|---|---:|" + "---:|" * (len(heads) + 3),
-    ]
-    for size in args.sizes:
-        for sessions in args.sessions:
-            cells = [spread(figures(p, True, sessions, size, "accepted_per_second")) for p in args.paths]
-            unsigned = figures("direct", False, sessions, size, "accepted_per_second")
-            direct = figures("direct", True, sessions, size, "accepted_per_second")
-            lb = figures("lb", True, sessions, size, "accepted_per_second")
-            lines.append(
-                f"| {size // 1024} KB | {sessions} | {' | '.join(cells)} | {spread(unsigned)} | "
-                f"{ratio(lb, direct)} | {ratio(direct, unsigned)} |"
-            )
-    lines += [
+        *table(
+            accepted,
+            ["load balancer / direct", "signed / unsigned"],
+            lambda f: [
+                (f("lb", True, accepted), f("direct", True, accepted)),
+                (f("direct", True, accepted), f("direct", False, accepted)),
+            ],
+        ),
         "",
         "Delivered msg/s (first submission to the last message stored at the sink), median (min-max):",
         "",
-        f"| size | sessions | {' | '.join(heads)} | direct, unsigned | delivered / accepted, direct |",
-        "|---|---:|" + "---:|" * (len(heads) + 2),
+        *table(
+            "delivered_per_second",
+            ["delivered / accepted, direct"],
+            lambda f: [(f("direct", True, "delivered_per_second"), f("direct", True, accepted))],
+        ),
     ]
-    for size in args.sizes:
-        for sessions in args.sessions:
-            cells = [spread(figures(p, True, sessions, size, "delivered_per_second")) for p in args.paths]
-            unsigned = figures("direct", False, sessions, size, "delivered_per_second")
-            delivered = figures("direct", True, sessions, size, "delivered_per_second")
-            accepted = figures("direct", True, sessions, size, "accepted_per_second")
-            lines.append(
-                f"| {size // 1024} KB | {sessions} | {' | '.join(cells)} | {spread(unsigned)} | "
-                f"{ratio(delivered, accepted)} |"
-            )
     lost = sum(r.lost for r in runs)
     refused = sum(r.refused for r in runs)
     accepted = sum(r.accepted for r in runs)
