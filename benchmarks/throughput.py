@@ -292,10 +292,10 @@ def tables(runs: list[Run], args) -> str:
 
 
 def profile_table(runs: list[Run], top: int = 12) -> str:
-    """CPU milliseconds per accepted message, per container and process, for each 8-or-more-session direct run."""
+    """CPU milliseconds per accepted message, per container and process: direct signed and unsigned, load balancer."""
     lines = []
-    for signed in (True, False):
-        chosen = [r for r in runs if r.config.path == "direct" and r.config.signed == signed and r.cpu]
+    for path, signed in (("direct", True), ("direct", False), ("lb", True)):
+        chosen = [r for r in runs if r.config.path == path and r.config.signed == signed and r.cpu]
         if not chosen:
             continue
         total: Counter = Counter()
@@ -308,15 +308,14 @@ def profile_table(runs: list[Run], top: int = 12) -> str:
                 elif where == "?":
                     key = "containers outside the lab"
                 total[key] += seconds
-        rows = [(k, v) for k, v in total.most_common(top)]
         lines += [
             "",
-            f"CPU per accepted message, direct, {'signed' if signed else 'unsigned'} ({messages} messages):",
+            f"CPU per accepted message, {PATHS[path]}, {'signed' if signed else 'unsigned'} ({messages} messages):",
             "",
             "| container/process | CPU ms per message |",
             "|---|---:|",
         ]
-        lines += [f"| {k} | {1000 * v / messages:.2f} |" for k, v in rows]
+        lines += [f"| {k} | {1000 * v / messages:.2f} |" for k, v in total.most_common(top)]
         lines.append(f"| all | {1000 * sum(total.values()) / messages:.2f} |")
     return "\n".join(lines)
 
