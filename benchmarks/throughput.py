@@ -107,15 +107,6 @@ class Lab:
         if not probes.poll(lambda: probes.smtp_greeting(self.active.address, 25, 1.0).ok, 15, 0.2):
             raise MailhaError(f"{self.active.name} did not greet within 15 s of a reload")
 
-    def queued(self) -> int:
-        """Messages in the relays' queues (maildrop, incoming, active, deferred, hold)."""
-        script = "find /var/spool/postfix/maildrop /var/spool/postfix/incoming /var/spool/postfix/active " + (
-            "/var/spool/postfix/deferred /var/spool/postfix/hold -type f | wc -l"
-        )
-        return sum(
-            int(self.hosts.exec(n.target, "sh", "-c", script).stdout.strip() or 0) for n in self.pair.nodes.values()
-        )
-
     def transitions(self) -> int:
         """VRRP transitions logged so far on both relays: a run that changes this flapped."""
         return sum(
@@ -124,7 +115,7 @@ class Lab:
         )
 
     def wait_drained(self) -> bool:
-        return probes.poll(lambda: self.queued() == 0, self.drain_seconds, 0.5)
+        return probes.poll(lambda: status.queues_empty(self.pair), self.drain_seconds, 0.5)
 
     def arrivals(self, run_id: str, since: float) -> tuple[Counter, list[str], float | None]:
         """This run's messages at the sink: counts by Message-ID, their files, the last arrival time."""

@@ -197,15 +197,6 @@ class Drill:
         code, _ = probes.http_json(f"http://{node.address}:{self.pair.settings['mailha_agent_port']}/status", 1.0)
         return code == 200 and probes.smtp_greeting(node.address, 25, 1.0).ok
 
-    def queues_empty(self) -> bool:
-        for node in self.pair.nodes.values():
-            code, document = probes.http_json(
-                f"http://{node.address}:{self.pair.settings['mailha_agent_port']}/status", 1.0
-            )
-            if code != 200 or not isinstance(document, dict) or sum((document.get("queue") or {}).values()) > 0:
-                return False
-        return True
-
     def fail_back(self) -> None:
         topology = status_mod.gather(self.pair)
         primary = next(n.name for n in self.pair.nodes.values() if n.designated_state == "MASTER")
@@ -268,7 +259,10 @@ class Drill:
                 f"hand the queue of {active} over", lambda: switch_mod.run_handover(self.pair, active, echo=self.quiet)
             )
         self.step("fail back", self.fail_back)
-        self.step("wait for empty queues", lambda: self.wait(self.queues_empty, settings.settle_timeout, "queues"))
+        self.step(
+            "wait for empty queues",
+            lambda: self.wait(lambda: status_mod.queues_empty(self.pair), settings.settle_timeout, "queues"),
+        )
         sampler.stop()
         self.timeline(active, standby, fault_at, attempts, sampler)
 

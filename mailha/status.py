@@ -176,6 +176,16 @@ AGENT_FIELDS = {
 }
 
 
+def queues_empty(pair: Pair, timeout: float = 1.0) -> bool:
+    """Every relay's agent answers, and counts no message in any of its queues."""
+    port = pair.settings["mailha_agent_port"]
+    for node in pair.nodes.values():
+        document, _ = agent_status(probes.get_json(f"http://{node.address}:{port}/status", timeout))
+        if document is None or sum(document["queue"].values()) > 0:
+            return False
+    return True
+
+
 def agent_status(answer: probes.HttpJson) -> tuple[dict[str, Any] | None, str]:
     """The checked fields of a health agent's /status, or (None, why the answer cannot be used).
 

@@ -1,6 +1,11 @@
 """The status verdict from crafted topologies, and the CLI's bad-input paths."""
 
+import http.server
+import json
+import socket
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -150,3 +155,43 @@ def test_status_bad_inventory_is_one_line(tmp_path: Path, content, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_queues_empty_needs_every_agent_to_answer_with_no_queued_message():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.2", 0))
+        port = probe.getsockname()[1]
+    answers = {}
+
+    class Agent(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the name http.server calls
+            body = json.dumps(answers[self.server.server_address[0]]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer((a, port), Agent) for a in ("127.0.0.2", "127.0.0.3")]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    document = {"vrrp_state": "MASTER", "holds_floating_ip": True, "healthy": True, "drained": False}
+    the_pair = SimpleNamespace(
+        settings={"mailha_agent_port": port},
+        nodes={"mx1": SimpleNamespace(address="127.0.0.2"), "mx2": SimpleNamespace(address="127.0.0.3")},
+    )
+    try:
+        empty = {"active": 0, "deferred": 0, "hold": 0, "incoming": 0}
+        answers.update({"127.0.0.2": {**document, "queue": empty}, "127.0.0.3": {**document, "queue": empty}})
+        assert status.queues_empty(the_pair)
+        answers["127.0.0.3"] = {**document, "queue": {**empty, "deferred": 1}}
+        assert not status.queues_empty(the_pair)
+        answers["127.0.0.3"] = {**document, "queue": "none"}  # unreadable counts as not empty
+        assert not status.queues_empty(the_pair)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert not status.queues_empty(the_pair)  # nobody answers
