@@ -12,6 +12,7 @@ and Message-ID, so what was accepted can be counted at the recipient side.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import smtplib
 import threading
@@ -30,16 +31,22 @@ def message_bytes(msg_id: str, sender: str, recipient: str, size: int) -> bytes:
         f"From: {sender}\r\nTo: {recipient}\r\nSubject: mailha load {msg_id}\r\n"
         f"Date: {formatdate(localtime=False)}\r\nMessage-ID: {msg_id}\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-    )
+    ).encode("ascii")
+    return head + filler(size - len(head))
+
+
+@functools.lru_cache(maxsize=16)
+def filler(length: int) -> bytes:
+    """Whole numbered lines, at least `length` bytes: built once per size, not per message (the client's hot path)."""
     lines = []
-    length = len(head)
+    total = 0
     for number in itertools.count():
-        if length >= size:
+        if total >= length:
             break
         line = f"{FILLER}{number:06d}\r\n"
         lines.append(line)
-        length += len(line)
-    return (head + "".join(lines)).encode("ascii")
+        total += len(line)
+    return "".join(lines).encode("ascii")
 
 
 @dataclass(frozen=True)
