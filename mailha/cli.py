@@ -120,6 +120,16 @@ def _switch_options(function):
         click.option(
             "--wait", "wait_lock", type=float, default=0.0, help="Seconds to wait for another switch to finish."
         ),
+        click.option(
+            "--quiesce-timeout",
+            type=click.IntRange(min=1, max=3600),
+            default=switch_mod.QUIESCE_TIMEOUT,
+            show_default=True,
+            help="Seconds a planned switch waits for the active relay's deliveries in flight to end; "
+            "past it the switch is rescued (nothing moves) and says so.",
+        ),
+        # Tests only: fail on purpose at one point of the switch to prove the rescue.
+        click.option("--fail-at", type=click.Choice(switch_mod.FAILURE_POINTS), hidden=True),
     ]
     for option in reversed(options):
         function = option(function)
@@ -134,7 +144,9 @@ def _switch_options(function):
     help="The active relay may be compromised: fence it (no sending, no floating IP, its queue kept), "
     "rotate the DKIM key, and make the standby active. --mode is ignored.",
 )
-def failover_command(inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, isolate) -> None:
+def failover_command(
+    inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at, isolate
+) -> None:
     """Make the standby the active relay.
 
     Shows the topology and the preconditions, asks, then drains the active
@@ -153,21 +165,25 @@ def failover_command(inventory_path, output_format, reason, yes, dry_run, mode, 
             wait_lock=wait_lock,
         )
         return
-    _switch("failover", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock)
+    _switch("failover", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at)
 
 
 @main.command("failback")
 @_switch_options
-def failback_command(inventory_path, output_format, reason, yes, dry_run, mode, wait_lock) -> None:
+def failback_command(
+    inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at
+) -> None:
     """Return service to the primary (the inventory's MASTER relay).
 
     Refuses while the primary is unhealthy, while a queue hand-over is
     pending, or within the hold-down time after the last switch.
     """
-    _switch("failback", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock)
+    _switch("failback", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at)
 
 
-def _switch(command, inventory_path, output_format, reason, yes, dry_run, mode, wait_lock) -> None:
+def _switch(
+    command, inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at
+) -> None:
     switch_mod.run_switch(
         pair_mod.load(inventory_path),
         command,
@@ -177,6 +193,8 @@ def _switch(command, inventory_path, output_format, reason, yes, dry_run, mode, 
         mode=mode,
         as_json=output_format == "json",
         wait_lock=wait_lock,
+        quiesce_timeout=quiesce_timeout,
+        fail_at=fail_at,
     )
 
 

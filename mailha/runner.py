@@ -57,9 +57,15 @@ def _message(res: dict[str, Any]) -> str:
     return "failed"
 
 
+# on_retry(task, host, attempt, retries, result): a task retried `until` a
+# condition holds (waits that can take minutes), after each failed attempt.
+RetryCallback = Callable[[str, str, int, int, dict[str, Any]], None]
+
+
 class _Progress:
-    def __init__(self, on_step: Callable[[Step, str], None] | None):
+    def __init__(self, on_step: Callable[[Step, str], None] | None, on_retry: RetryCallback | None = None):
         self.on_step = on_step
+        self.on_retry = on_retry
         self.started: dict[str, float] = {}
         self.steps: dict[str, Step] = {}
         self.failure = ""
@@ -73,6 +79,11 @@ class _Progress:
         reported = name.startswith(REPORTED_PREFIXES)
         if kind == "playbook_on_task_start" and reported:
             self.started.setdefault(name, time.monotonic())
+        elif kind == "runner_retry" and reported and self.on_retry:
+            res = data.get("res", {}) or {}
+            attempt, retries = res.get("attempts"), res.get("retries")
+            if isinstance(attempt, int) and isinstance(retries, int):
+                self.on_retry(name, data.get("host", "?"), attempt, retries, res)
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
             host = data.get("host", "?")
             res = data.get("res", {}) or {}
@@ -109,6 +120,7 @@ def run_playbook(
     extravars: dict[str, Any] | None = None,
     tags: str | None = None,
     on_step: Callable[[Step, str], None] | None = None,
+    on_retry: RetryCallback | None = None,
 ) -> PlaybookResult:
     """Run one playbook; never raises for a failed play, only for a runner that cannot start."""
     repo = playbook.resolve().parent.parent
@@ -120,7 +132,7 @@ def run_playbook(
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(repo / "lab" / "containers.conf")),
     }
-    progress = _Progress(on_step)
+    progress = _Progress(on_step, on_retry)
     with tempfile.TemporaryDirectory(prefix="mailha-runner-") as private:
         try:
             result = ansible_runner.run(

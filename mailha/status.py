@@ -21,6 +21,8 @@ from mailha.errors import MailhaError
 from mailha.pair import Pair
 
 HEALTHY, DEGRADED, CRITICAL = "healthy", "degraded", "critical"
+# HAProxy's status of a server whose health check a switch turned off.
+LB_PINNED = "no check"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, CRITICAL: 2}
 
 
@@ -44,6 +46,8 @@ class NodeView:
     agent_problem: str = ""
     # Fenced by `mailha failover --isolate`: {since, reason, operator}, else None.
     isolated: dict | None = None
+    # direct / hand-over / hold (ROUTES), None when the agent does not say.
+    route: str | None = None
 
 
 @dataclass
@@ -118,6 +122,7 @@ def gather(pair: Pair) -> Topology:
                 balancer_state=lb_servers.get(name, "ABSENT") if isinstance(lb_servers, dict) else "UNKNOWN",
                 agent_problem=agent_problem,
                 isolated=isolated.get(name),
+                route=doc.get("route") if agent_ok else None,
             )
         )
     dns_answer = answer.result()
@@ -145,6 +150,9 @@ def gather(pair: Pair) -> Topology:
 
 
 VRRP_STATE = re.compile(r"[A-Z][A-Z_]{0,15}")
+# How a relay routes its mail (mailha-postfix-role): it delivers, it hands
+# over to the floating IP, or it holds its mail during a switch.
+ROUTES = ("direct", "hand-over", "hold")
 QUEUE_NAME = re.compile(r"[a-z][a-z_]{0,15}")
 MAX_QUEUES = 16
 
@@ -173,7 +181,10 @@ AGENT_FIELDS = {
         "an object of queue names and message counts",
     ),
     "queue_oldest_age_seconds": (_age, "null or a number of seconds"),
+    "route": (lambda v: v is None or v in ROUTES, f"one of {', '.join(ROUTES)}"),
 }
+# Fields an agent may leave out (an older agent, or no route file yet).
+OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route"}
 
 
 def queues_empty(pair: Pair, timeout: float = 1.0) -> bool:
@@ -201,7 +212,7 @@ def agent_status(answer: probes.HttpJson) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(document, dict):
         return None, f"answer unreadable: a JSON {names.json_kind(document)}, not an object"
     for key, (valid, wanted) in AGENT_FIELDS.items():
-        if key not in document and key != "queue_oldest_age_seconds":
+        if key not in document and key not in OPTIONAL_AGENT_FIELDS:
             return None, f"answer unreadable: {key} is missing"
         if not valid(document.get(key)):
             return None, f"answer unreadable: {key} is not {wanted}"
@@ -243,6 +254,13 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
             add(DEGRADED, f"{n.name} (standby) MTA does not greet: {n.smtp_detail}")
         if n.drained:
             add(DEGRADED, f"{n.name} is drained at its health agent")
+        interrupted = "a switch did not finish; 'mailha failover' completes it, 'mailha failback' undoes it"
+        if n.route == "hold":
+            add(CRITICAL, f"{n.name} holds its mail (nothing it queues is sent): {interrupted}")
+        if n.balancer_state == LB_PINNED:
+            add(DEGRADED, f"the load balancer is pinned to {n.name}, its health check off: {interrupted}")
+        elif n.balancer_state.startswith("DRAIN"):
+            add(DEGRADED, f"{n.name} is drained at the load balancer: {interrupted}")
         if n.queue and n.queue.get("deferred", 0) > deferred_warning:
             add(DEGRADED, f"{n.name} has {n.queue['deferred']} deferred messages")
         if n.name not in t.holders and n.queue and sum(n.queue.values()) > 0 and n.agent_ok:
@@ -254,9 +272,9 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
             add(DEGRADED, f"{holder} is active but {primary} is the primary: failed over; 'mailha failback' returns")
         if t.balancer["error"] is None:
             states = t.balancer["servers"]
-            if not str(states.get(holder, "")).startswith("UP"):
+            if not str(states.get(holder, "")).startswith(("UP", LB_PINNED)):
                 add(DEGRADED, f"the load balancer does not send to the active node {holder} ({states.get(holder)})")
-            others = [n for n, s in states.items() if n != holder and str(s).startswith("UP")]
+            others = [n for n, s in states.items() if n != holder and str(s).startswith(("UP", LB_PINNED))]
             if others:
                 add(DEGRADED, f"the load balancer also sends to {', '.join(others)}, which is not active")
     if t.balancer["error"] is None:
@@ -289,7 +307,7 @@ def _age_text(seconds: float | None) -> str:
 
 
 def render_table(t: Topology) -> str:
-    header = ["NODE", "ROLE", "VRRP", "FLOATING-IP", "MTA", "QUEUE a/d/h", "OLDEST", "LB"]
+    header = ["NODE", "ROLE", "VRRP", "FLOATING-IP", "MTA", "ROUTE", "QUEUE a/d/h", "OLDEST", "LB"]
     rows = [header]
     for n in t.nodes:
         holds = "?" if n.holds_floating_ip is None else ("yes" if n.holds_floating_ip else "no")
@@ -301,6 +319,7 @@ def render_table(t: Topology) -> str:
                 "ISOLATED" if n.isolated is not None else n.vrrp_state,
                 holds,
                 mta,
+                n.route or "?",
                 _queue_text(n),
                 _age_text(n.queue_oldest_age_seconds),
                 n.balancer_state,

@@ -24,7 +24,16 @@ from mailha.errors import MailhaError
 from mailha.pair import Pair
 from mailha.runner import PlaybookResult, run_playbook
 
-PLAYBOOKS = {"failover": "failover.yml", "failback": "failback.yml", "handover": "handover.yml"}
+PLAYBOOKS = {
+    "failover": "failover.yml",
+    "failback": "failback.yml",
+    "handover": "handover.yml",
+    "reconcile": "reconcile.yml",
+}
+QUIESCE_TIMEOUT = 120
+# Where switch.yml's test hooks can fail on purpose (mailha_switch_fail_at).
+FAILURE_POINTS = ("hold", "drain", "quiesce", "release", "handover", "balancer", "dns", "message")
+RESCUE_PREFIX = "Step: rescue:"
 PLAN = [
     "drain the source relay at the load balancer (the target takes new submissions at once)",
     "set VRRP priorities that survive a keepalived restart; release the floating IP on the source",
@@ -79,8 +88,27 @@ def last_switch_age(log: AuditLog) -> float | None:
     return None if last is None else last.age()
 
 
+def unfinished(topology: status_mod.Topology) -> list[str]:
+    """What an interrupted switch left behind: a relay holding its mail, the load
+    balancer pinned to a relay (health check off) or a relay drained at it."""
+    found = []
+    for n in topology.nodes:
+        if n.isolated is not None:
+            continue  # fenced on purpose
+        if n.route == "hold":
+            found.append(f"{n.name} holds its mail")
+        if n.balancer_state == status_mod.LB_PINNED:
+            found.append(f"the load balancer is pinned to {n.name}")
+        elif n.balancer_state.startswith("DRAIN"):
+            found.append(f"{n.name} is drained at the load balancer")
+    return found
+
+
 def choose(pair: Pair, command: str, topology: status_mod.Topology, mode: str) -> tuple[str, str, str]:
-    """(target, source, mode) of the switch, or MailhaError saying why it cannot be done."""
+    """(target, source, mode) of the switch, or MailhaError saying why it cannot be done.
+
+    Mode "reconcile": the floating IP is already on the target, but a switch was
+    interrupted there; putting the pair in order is all that is left to do."""
     holders = topology.holders
     primary = pair.designated_primary()
     if command == "failback":
@@ -102,6 +130,8 @@ def choose(pair: Pair, command: str, topology: status_mod.Topology, mode: str) -
         target = pair.peer(primary).name
     source = pair.peer(target).name
     if holders == [target] and target == primary:
+        if unfinished(topology):
+            return target, source, "reconcile"
         raise MailhaError(f"{target} is already the active relay; nothing to {command}")
     if mode == "auto":
         view = topology.node(source)
@@ -135,6 +165,21 @@ def echo_step(echo: Callable[[str], None]) -> Callable[[Step, str], None]:
         echo(f"  [{marks.get(step.result, step.result)}] {step.name} ({host}, {step.seconds:.1f}s)")
         if step.result == "failed" and step.detail:
             echo(f"         {step.detail}")
+
+    return show
+
+
+def echo_retry(echo: Callable[[str], None], every: int = 5) -> Callable[[str, str, int, int, dict], None]:
+    """A countdown for the long waits (the quiesce: one attempt a second), every `every` attempts."""
+
+    def show(name: str, host: str, attempt: int, retries: int, res: dict) -> None:
+        if attempt % every:
+            return
+        lines = res.get("stdout_lines")
+        # The quiesce lists the queue files still in delivery.
+        files = isinstance(lines, list) and lines and all(str(line).startswith("/") for line in lines)
+        what = f"{len(lines)} still in delivery, " if files else ""
+        echo(f"         waiting ({host}): {what}attempt {attempt} of {retries}")
 
     return show
 
@@ -186,56 +231,117 @@ def run_switch(
     mode: str = "auto",
     as_json: bool = False,
     wait_lock: float = 0.0,
+    quiesce_timeout: int = QUIESCE_TIMEOUT,
+    fail_at: str | None = None,
     confirm: Callable[[str], bool] = lambda text: click.confirm(text, default=False),
     echo: Callable[[str], None] | None = None,
 ) -> SwitchOutcome:
     """Run a failover or failback. Progress goes to `echo` (default: the
-    terminal, or nothing with `as_json`); `as_json` prints the outcome as JSON."""
+    terminal, or nothing with `as_json`); `as_json` prints the outcome as JSON.
+
+    Everything is decided under the switch lock, from the topology read there:
+    a second switch that waited for the lock sees what the first one did."""
     echo = echo or ((lambda _text: None) if as_json else click.echo)
     log = AuditLog(pair.state_dir)
-    before = status_mod.gather(pair)
-    echo(status_mod.render_table(before))
-    target, source, mode = choose(pair, command, before, mode)
-    fencing.refuse_if_isolated(pair, target, command)
-    if command == "failback":
-        refuse_failback(pair, before, target, log)
-    outcome = SwitchOutcome(command, target, source, mode, dry_run, before=before.to_dict())
-    playbook = pair.repo_root / "playbooks" / PLAYBOOKS[command]
-    extravars = {"mailha_switch_to": target, "mailha_switch_mode": mode}
-
-    echo(f"\n{command}: make {target} the active relay ({mode}; source {source}). Preconditions:")
-    plan = [
-        f"{number + 1}. {text}{' (skipped: forced)' if mode == 'forced' and number in FORCED_SKIPS else ''}"
-        for number, text in enumerate(PLAN)
-    ]
-    go = check_and_plan(
-        pair,
-        playbook,
-        extravars,
-        outcome,
-        plan,
-        f"{command} to {target} now?",
-        yes=yes,
-        dry_run=dry_run,
-        as_json=as_json,
-        confirm=confirm,
-        echo=echo,
-    )
-    if not go:
-        return outcome
-
-    record = Record(command=command, reason=reason, environment=pair.environment)
-    record.details = {"target": target, "source": source, "mode": mode}
-    began = time.monotonic()
     with switch_lock(pair.state_dir, wait=wait_lock):
+        before = status_mod.gather(pair)
+        echo(status_mod.render_table(before))
+        target, source, mode = choose(pair, command, before, mode)
+        if mode == "reconcile":
+            return reconcile(pair, command, reason, before, target, dry_run=dry_run, as_json=as_json, echo=echo)
+        fencing.refuse_if_isolated(pair, target, command)
+        if command == "failback":
+            refuse_failback(pair, before, target, log)
+        outcome = SwitchOutcome(command, target, source, mode, dry_run, before=before.to_dict())
+        playbook = pair.repo_root / "playbooks" / PLAYBOOKS[command]
+        extravars = {
+            "mailha_switch_to": target,
+            "mailha_switch_mode": mode,
+            "mailha_switch_quiesce_timeout": quiesce_timeout,
+        }
+        if fail_at:
+            extravars["mailha_switch_fail_at"] = fail_at
+
+        echo(f"\n{command}: make {target} the active relay ({mode}; source {source}). Preconditions:")
+        plan = [
+            f"{number + 1}. {text}{' (skipped: forced)' if mode == 'forced' and number in FORCED_SKIPS else ''}"
+            for number, text in enumerate(PLAN)
+        ]
+        go = check_and_plan(
+            pair,
+            playbook,
+            extravars,
+            outcome,
+            plan,
+            f"{command} to {target} now?",
+            yes=yes,
+            dry_run=dry_run,
+            as_json=as_json,
+            confirm=confirm,
+            echo=echo,
+        )
+        if not go:
+            return outcome
+
+        record = Record(command=command, reason=reason, environment=pair.environment)
+        record.details = {"target": target, "source": source, "mode": mode}
+        began = time.monotonic()
         echo("Switching:")
-        result = run_playbook(playbook, pair.inventory_path, extravars, on_step=echo_step(echo))
-    outcome.steps = result.steps
+        result = run_playbook(
+            playbook, pair.inventory_path, extravars, on_step=echo_step(echo), on_retry=echo_retry(echo)
+        )
+        outcome.steps = result.steps
+        outcome.seconds = record.seconds = round(time.monotonic() - began, 2)
+        record.steps = outcome.preconditions + result.steps
+        record.finished = now_iso()
+        _conclude(pair, outcome, record, result)
+        return finish(
+            pair, outcome, record, log, f"{command} to {target} done in {outcome.seconds:.1f}s", as_json, echo
+        )
+
+
+def reconcile(
+    pair: Pair,
+    command: str,
+    reason: str,
+    before: status_mod.Topology,
+    target: str,
+    *,
+    dry_run: bool,
+    as_json: bool,
+    echo: Callable[[str], None],
+) -> SwitchOutcome:
+    """The floating IP is on `target` already, but an interrupted switch left
+    relays holding mail or the load balancer pinned: put the pair in order."""
+    left = unfinished(before)
+    outcome = SwitchOutcome(command, target, pair.peer(target).name, "reconcile", dry_run, before=before.to_dict())
+    echo(f"\n{command}: {target} holds the floating IP, but a switch did not finish: {'; '.join(left)}.")
+    echo("Plan: route each relay by the floating IP, favour its holder, return the load balancer to its checks.")
+    if dry_run:
+        outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
+        echo(outcome.message)
+        if as_json:
+            click.echo(outcome.to_json())
+        return outcome
+    record = Record(command=command, reason=reason or "finish an interrupted switch", environment=pair.environment)
+    record.details = {"target": target, "mode": "reconcile", "unfinished": left}
+    began = time.monotonic()
+    result = run_playbook(
+        pair.repo_root / "playbooks" / PLAYBOOKS["reconcile"],
+        pair.inventory_path,
+        {"mailha_reconcile_skip": sorted(fencing.marks(pair))},
+        on_step=echo_step(echo),
+    )
+    outcome.steps = record.steps = result.steps
     outcome.seconds = record.seconds = round(time.monotonic() - began, 2)
-    record.steps = outcome.preconditions + result.steps
     record.finished = now_iso()
-    _conclude(pair, outcome, record, result)
-    return finish(pair, outcome, record, log, f"{command} to {target} done in {outcome.seconds:.1f}s", as_json, echo)
+    if result.ok:
+        outcome.result = record.result = "ok"
+        pair.set_designated_primary(target)
+    else:
+        outcome.result = record.result = "failed"
+        outcome.message = f"{command}: putting the pair in order failed: {result.failure}"
+    return finish(pair, outcome, record, AuditLog(pair.state_dir), f"{target} is active and in order", as_json, echo)
 
 
 def finish(
@@ -272,6 +378,19 @@ def _conclude(pair: Pair, outcome: SwitchOutcome, record: Record, result: Playbo
     failed = next((s.name for s in result.steps if s.result == "failed"), "a step")
     outcome.result = record.result = "failed"
     record.details["failure"] = result.failure
+    if any(s.name.startswith(RESCUE_PREFIX) for s in result.steps):
+        # switch.yml's rescue put the pair in order: the holder is active.
+        holders = status_mod.gather(pair).holders
+        if len(holders) == 1:
+            pair.set_designated_primary(holders[0])
+        state = f"{holders[0]} is active and delivers" if len(holders) == 1 else f"holders: {holders or 'none'}"
+        record.details["rescued"] = True
+        outcome.message = (
+            f"{outcome.command} failed: {result.failure}. The pair was rescued: {state}; "
+            "the load balancer follows its health checks (see 'mailha status'). "
+            f"Retry 'mailha {outcome.command} --yes' once the cause is fixed"
+        )
+        return
     moved = any("holds the floating IP" in name for name in done)
     state = (
         f"the floating IP is on {outcome.target}, later steps did not run"

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import pytest
 import testinfra
@@ -280,8 +281,17 @@ SWITCH = (
 )
 
 
-def switch(host, state):
-    result = host.run("sh -c %s switch %s %s", SWITCH, state, TRANSPORT)
+def switch(host, state, holding=False):
+    """Run the role command; with `holding` this node holds the floating IP
+    meanwhile (on lo: the client keeps playing the active node otherwise),
+    as keepalived's MASTER would."""
+    if holding:
+        host.run_expect([0], "ip addr add %s/32 dev lo", FLOATING_IP)
+    try:
+        result = host.run("sh -c %s switch %s %s", SWITCH, state, TRANSPORT)
+    finally:
+        if holding:
+            host.run_expect([0], "ip addr del %s/32 dev lo", FLOATING_IP)
     lines = result.stdout.strip().splitlines()
     return result, lines
 
@@ -297,7 +307,7 @@ def test_role_command_hands_over_on_standby(host):
             assert lines[-4:] == ["-", "-", "-", f"relay:[{FLOATING_IP}]:25"], lines
             assert host.file(TRANSPORT).content_string.splitlines() == [f"* relay:[{FLOATING_IP}]:25"]
     finally:
-        result, lines = switch(host, "Master")
+        result, lines = switch(host, "Master", holding=True)
     assert lines[1:3] == ["rc=0", "running"], (lines, result.stderr)
     # The active relay: the destination table's routes, no "*" route.
     assert lines[-4:] == ["mx_google:", "mx_inbox:", "-", "-"], lines
@@ -313,7 +323,7 @@ def test_role_command_holds_mail_during_a_switch(host):
         assert lines[-4:] == ["-", "-", "-", f"hold:[{FLOATING_IP}]:25"], lines
         assert host.check_output("postconf -h defer_transports") == "hold"
     finally:
-        switch(host, "master")
+        switch(host, "master", holding=True)
 
 
 def test_refresh_copies_the_table_on_the_active_relay_only(host):
@@ -324,13 +334,64 @@ def test_refresh_copies_the_table_on_the_active_relay_only(host):
         assert "rc=0" in lines and "not the active relay" in lines[0], (lines, result.stderr)
         assert lines[-4:] == ["-", "-", "-", f"relay:[{FLOATING_IP}]:25"], lines
         # The active relay's file from before the table (empty) gets it.
-        switch(host, "master")
+        switch(host, "master", holding=True)
         host.check_output("truncate -s 0 %s", TRANSPORT)
-        result, lines = switch(host, "refresh")
+        result, lines = switch(host, "refresh", holding=True)
         assert "rc=0" in lines, result.stderr
         assert lines[-4:] == ["mx_google:", "mx_inbox:", "-", "-"], lines
     finally:
-        switch(host, "master")
+        switch(host, "master", holding=True)
+
+
+def test_role_follows_the_floating_ip_not_the_state_named(host):
+    # keepalived's notify scripts can run out of order on fast flaps: the
+    # address decides, so a node never sends directly from an address it
+    # does not hold, nor hands mail over to itself.
+    try:
+        result, lines = switch(host, "master")
+        assert "rc=0" in lines, result.stderr
+        assert f"the floating IP {FLOATING_IP} is not here, routing as backup" in lines[0], lines
+        assert lines[-4:] == ["-", "-", "-", f"relay:[{FLOATING_IP}]:25"], lines
+        result, lines = switch(host, "backup", holding=True)
+        assert "rc=0" in lines, result.stderr
+        assert "routing as master" in lines[0], lines
+        assert lines[-4:] == ["mx_google:", "mx_inbox:", "-", "-"], lines
+    finally:
+        switch(host, "master", holding=True)
+
+
+def queued_reasons(host):
+    """{queue_id: [delay reason of each recipient]} of the node's queue."""
+    out = host.check_output("postqueue -j")
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return {e["queue_id"]: [r.get("delay_reason", "") for r in e["recipients"]] for e in entries}
+
+
+def test_hold_keeps_mail_and_cancels_an_earlier_flush(host, client):
+    # "postqueue -f" delivers mail in defer_transports too: a flush in hold
+    # would release the mail the switch holds back.
+    try:
+        switch(host, "backup")
+        assert host.run("systemctl is-active mailha-postfix-flush.timer").stdout.strip() == "active"
+        result, lines = switch(host, "hold")
+        assert "rc=0" in lines, result.stderr
+        assert host.run("systemctl is-active mailha-postfix-flush.timer").stdout.strip() != "active"
+        client.run_expect([0], "python3 -c %s %s %s", SUBMIT, RELAY, "<held-test@news.mailha.test>")
+        reasons = {}
+        for _ in range(50):
+            reasons = queued_reasons(host)
+            if any(r and all(r) for r in reasons.values()):
+                break
+            time.sleep(0.2)
+        assert reasons and all("deferred transport" in reason for r in reasons.values() for reason in r), reasons
+        switch(host, "hold")
+        time.sleep(3)
+        after = queued_reasons(host)
+        assert after.keys() == reasons.keys(), "held mail left the queue"
+        assert all("deferred transport" in reason for r in after.values() for reason in r), after
+    finally:
+        host.run("postsuper -d ALL")
+        switch(host, "master", holding=True)
 
 
 def test_role_command_rejects_unknown_state(host):
@@ -405,7 +466,7 @@ def test_standby_hands_mail_over_to_the_floating_ip(host, client):
             "sh -c %s hand-over %s %s %s %s %s", HAND_OVER, FLOATING_IP, RELAY, SUBMIT, message_id, record_file
         )
     finally:
-        switch(host, "master")
+        switch(host, "master", holding=True)
         client.run("systemctl stop fake-active")
     log = "" if result.stdout else host.run("journalctl -u postfix@- --no-pager | tail -n 15").stdout
     assert result.stdout, f"nothing handed over: {result.stderr}\n{log}"
@@ -433,7 +494,7 @@ def test_a_group_domain_goes_out_through_its_transport(host, client):
         record_file,
     )
     try:
-        assert "rc=0" in switch(host, "master")[1]
+        assert "rc=0" in switch(host, "master", holding=True)[1]
         result = client.run("sh -c %s send %s %s %s %s %s", HAND_OVER, CLIENT, RELAY, SUBMIT, message_id, record_file)
     finally:
         client.run("systemctl stop fake-inbox")
