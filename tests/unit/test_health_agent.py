@@ -1,9 +1,13 @@
 """mailha-health-agent: the watcher's track file (hysteresis), the rationed dry
-run, and an HTTP server that no client can keep from answering HAProxy."""
+run, an HTTP server that no client can keep from answering HAProxy, and the
+split-brain guard (claims, peer polls, demotion, adverts)."""
 
+import http.server
 import importlib.machinery
 import importlib.util
+import json
 import os
+import queue
 import socket
 import subprocess
 import threading
@@ -296,11 +300,11 @@ def loopback(agent):
     source) opens a client connection. Both are closed afterwards."""
     servers, clients = [], []
 
-    def start(watcher=None, **overrides):
+    def start(watcher=None, guard=None, **overrides):
         values = settings(agent, agent_bind_address="127.0.0.1", agent_port=0)
         values.update(agent_request_timeout=1.0, agent_max_connections=4)
         values.update(overrides)
-        server = agent.AgentServer(values, watcher or healthy_watcher(agent, values))
+        server = agent.AgentServer(values, watcher or healthy_watcher(agent, values), guard=guard)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return server
@@ -543,3 +547,595 @@ def test_no_pid_file_leaves_the_verdict_to_the_greeting(agent, tmp_path, respond
     assert findings["exit_code"] == 0
     findings = agent.health.run_checks(settings(agent, smtp_port=1, queue_directory=str(tmp_path), timeout=0.5))
     assert findings["exit_code"] == 1 and "master" not in findings["reason"]
+
+
+# Split brain: both relays hold the floating IP because VRRP between them is
+# cut. The lab's pair: mx1 (priority 150) and mx2 (priority 100).
+MX1, MX2 = "10.213.0.11", "10.213.0.12"
+FLOATING_IP = "10.213.0.100"
+
+
+def test_claims_follow_vrrp_election_rule(agent):
+    claim = agent.claim
+    # The higher priority wins, whatever the addresses.
+    assert claim(150, MX1) > claim(100, MX2)
+    assert claim(101, "10.0.0.1") > claim(100, "10.255.255.255")
+    # Equal priorities: the higher address, compared as a number (as a string
+    # "10.213.0.12" > "10.213.0.100"; as an address it is lower).
+    assert claim(100, MX2) > claim(100, MX1)
+    assert claim(100, "10.213.0.100") > claim(100, "10.213.0.12")
+    assert claim(100, "10.213.1.1") > claim(100, "10.213.0.255")
+    assert claim(100, MX1) == claim(100, MX1)
+
+
+def test_the_override_file_wins_over_the_configured_priority(agent, tmp_path):
+    override = tmp_path / "mailha-priority"
+    values = settings(agent, vrrp_priority=150, vrrp_priority_file=str(override))
+    assert agent.effective_priority(values) == 150  # no file: keepalived keeps its own
+    override.write_text("priority 50\n")
+    assert agent.effective_priority(values) == 50  # lower, as switch.yml writes for the old node
+    override.write_text("# set by mailha switch\n! keepalived comment\npriority 200 # target\n")
+    assert agent.effective_priority(values) == 200
+    for junk in ("", "priority\n", "priority high\n", "priority 0\n", "priority 256\n", "weight 30\n"):
+        override.write_text(junk)
+        assert agent.effective_priority(values) == 150, junk
+    assert agent.effective_priority(settings(agent, vrrp_priority=120, vrrp_priority_file="")) == 120
+    # The override decides the claim a guard compares.
+    override.write_text("priority 200\n")
+    guard = agent.SplitBrainGuard(split_settings(agent, tmp_path, vrrp_priority=100, vrrp_priority_file=str(override)))
+    assert guard.claim() == agent.claim(200, MX2) > agent.claim(150, MX1)
+
+
+def test_split_brain_settings_are_validated(agent, tmp_path):
+    conf = tmp_path / "health.conf"
+    loaded = agent.health.load_config(str(tmp_path / "missing.conf"))
+    assert loaded["peer_agent_url"] == "" and loaded["vrrp_advert_interval"] == 1.0
+    good = (
+        f"peer_agent_url=http://{MX1}:8025/status\nnode_address={MX2}\nvrrp_priority=100\n"
+        "vrrp_priority_file=/etc/keepalived/mailha-priority\nvrrp_advert_interval=0.2\n"
+    )
+    conf.write_text(good)
+    loaded = agent.health.load_config(str(conf))
+    assert (loaded["vrrp_priority"], loaded["vrrp_advert_interval"]) == (100, 0.2)
+    assert agent.health.node_address(loaded) == MX2 and agent.health.peer_address(loaded) == MX1
+    conf.write_text(good + "peer_address=10.213.0.13\n")
+    assert agent.health.peer_address(agent.health.load_config(str(conf))) == "10.213.0.13"
+    # Without node_address the agent's own address is the claim's.
+    conf.write_text(f"peer_agent_url=http://{MX1}:8025/status\nagent_bind_address={MX2}\n")
+    assert agent.health.node_address(agent.health.load_config(str(conf))) == MX2
+    bad = {
+        "vrrp_priority=0": "vrrp_priority",
+        "vrrp_priority=256": "vrrp_priority",
+        "vrrp_advert_interval=0": "vrrp_advert_interval",
+        "node_address=mx2": "node_address",
+        "peer_address=::1": "peer_address",
+        "peer_agent_url=https://10.213.0.11/status": "peer_agent_url",
+        "peer_agent_url=http://10.213.0.11:99999/status": "peer_agent_url",
+        "peer_agent_url=10.213.0.11:8025": "peer_agent_url",
+        # With a peer: both addresses IPv4, distinct, and the watcher on.
+        f"peer_agent_url=http://{MX1}:8025/status": "node_address",  # bind address 127.0.0.1
+        f"peer_agent_url=http://mx1:8025/status\nnode_address={MX2}": "peer_address",
+        f"peer_agent_url=http://{MX1}:8025/status\nnode_address={MX1}": "this node's own",
+        f"peer_agent_url=http://{MX1}:8025/status\nnode_address={MX2}\nwatch_interval=0": "watch_interval",
+    }
+    for text, match in bad.items():
+        conf.write_text(text + "\n")
+        with pytest.raises(agent.health.UsageError, match=match):
+            agent.health.load_config(str(conf))
+
+
+def split_settings(agent, tmp_path, **overrides):
+    """mx2's settings (priority 100) with mx1 as its peer."""
+    values = settings(
+        agent,
+        tmp_path / "mta-fault",
+        peer_agent_url=f"http://{MX1}:8025/status",
+        node_address=MX2,
+        vrrp_priority=100,
+        vrrp_priority_file=str(tmp_path / "mailha-priority"),
+        vrrp_advert_interval=0.2,
+        floating_ip=FLOATING_IP,
+        drain_file=str(tmp_path / "drain"),
+        queue_directory=str(tmp_path / "queue"),
+        vrrp_log=str(tmp_path / "vrrp.log"),
+    )
+    values.update(overrides)
+    return values
+
+
+def peer_status(holds=True, healthy=True, priority=150, address=MX1):
+    return {"holds_floating_ip": holds, "healthy": healthy, "vrrp_priority": priority, "address": address}
+
+
+class FakePeer:
+    """The peer agent's /status, as fetch_status would return it; an
+    exception stands for a peer that does not answer."""
+
+    def __init__(self, document):
+        self.document = document
+        self.asked = 0
+
+    def __call__(self, url, timeout):
+        assert url == f"http://{MX1}:8025/status" and timeout <= 1.0
+        self.asked += 1
+        if isinstance(self.document, BaseException):
+            raise self.document
+        return self.document
+
+
+class Node:
+    """One relay's guard and watcher, with fakes for the peer, the floating
+    IP and the clock; the track file is real."""
+
+    def __init__(self, agent, tmp_path, document, holds_ip=True, adverts=None, **overrides):
+        self.agent = agent
+        self.clock = Clock()
+        self.settings = split_settings(agent, tmp_path, **overrides)
+        self.track = tmp_path / "mta-fault"
+        self.watcher = agent.Watcher(self.settings, clock=self.clock)
+        self.watcher.observe(HEALTHY)
+        self.peer = FakePeer(document)
+        self.holds_ip = holds_ip
+        self.guard = agent.SplitBrainGuard(
+            self.settings,
+            fetch=self.peer,
+            holds_ip=lambda: self.holds_ip,
+            adverts=adverts,
+            on_change=self.watcher.set_demoted,
+            clock=self.clock,
+        )
+
+    def track_value(self):
+        return self.track.read_text() if self.track.exists() else None
+
+    def active(self):
+        """The /active answer's reason (None: 200), with a fresh healthy verdict."""
+        self.watcher.latest = (self.clock(), HEALTHY)
+        return self.agent.evaluate(self.settings, self.watcher, self.guard)[3]
+
+
+def test_a_peer_that_does_not_hold_the_floating_ip_changes_nothing(agent, tmp_path, capsys):
+    node = Node(agent, tmp_path, peer_status(holds=False))
+    node.guard.poll()
+    assert node.peer.asked == 1
+    assert not node.guard.demoted and not node.guard.split_brain
+    assert node.track_value() is None and capsys.readouterr().err == ""
+    # Without the floating IP (and not demoted) the peer is not even asked.
+    node.holds_ip = False
+    node.guard.poll()
+    assert node.peer.asked == 1
+
+
+def test_both_hold_and_this_node_loses_it_demotes_itself(agent, tmp_path, capsys):
+    node = Node(agent, tmp_path, peer_status(priority=150))
+    assert node.active() == f"floating IP {FLOATING_IP} not held"  # fib_trie: not held here
+    node.guard.poll()
+    assert node.guard.demoted and node.guard.split_brain
+    assert node.track_value() == "1\n"
+    reason = node.active()
+    assert reason.startswith(f"demoted: split brain, peer {MX1} holds the floating IP with a better claim")
+    assert "priority 150 against this node's 100" in reason
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "demoting this node" in lines[0] and MX1 in lines[0]
+    # Staying demoted logs nothing more and writes nothing more.
+    node.track.unlink()
+    node.holds_ip = False  # keepalived went to FAULT and released the floating IP
+    for _ in range(5):
+        node.clock.now += 0.25
+        node.guard.poll()
+    assert node.guard.demoted and not node.guard.split_brain
+    assert node.peer.asked == 6 and not node.track.exists()
+    assert capsys.readouterr().err == ""
+
+
+def test_equal_priorities_the_lower_address_loses(agent, tmp_path):
+    loser = Node(agent, tmp_path / "mx1", peer_status(priority=100, address=MX2), node_address=MX1)
+    loser.guard.poll()
+    assert loser.guard.demoted and loser.track_value() == "1\n"
+    assert f"address {MX2} against {MX1}" in loser.guard.demoted_reason
+    winner = Node(agent, tmp_path / "mx2", peer_status(priority=100, address=MX1), node_address=MX2)
+    winner.guard.poll()
+    assert not winner.guard.demoted and winner.guard.split_brain and winner.track_value() is None
+
+
+def test_both_hold_and_this_node_wins_it_does_nothing(agent, tmp_path, capsys):
+    node = Node(agent, tmp_path, peer_status(priority=100), vrrp_priority=150)
+    for _ in range(3):
+        node.guard.poll()
+    assert node.guard.split_brain and not node.guard.demoted
+    assert node.track_value() is None and node.active() == f"floating IP {FLOATING_IP} not held"
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mailha-health-agent: split brain: peer {MX1}")
+    assert lines[0].endswith("this node's claim is better: it keeps the floating IP")
+
+
+def test_the_override_file_can_make_the_lower_configured_priority_win(agent, tmp_path):
+    (tmp_path / "mailha-priority").write_text("priority 200\n")  # mailha switch made mx2 the target
+    node = Node(agent, tmp_path, peer_status(priority=150))
+    node.guard.poll()
+    assert node.guard.split_brain and not node.guard.demoted
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ConnectionRefusedError("refused"),
+        TimeoutError("timed out"),
+        ValueError("Expecting value"),
+        ["not", "an", "object"],
+        {"holds_floating_ip": True, "healthy": True},  # an agent without the claim fields
+        peer_status(priority=True),
+        peer_status(priority=150.0),
+        peer_status(holds="yes"),
+        peer_status(address="mx1"),
+        peer_status(address=184352011),
+        peer_status(address=MX2),  # peer_agent_url names this node itself
+    ],
+)
+def test_a_peer_that_does_not_answer_properly_changes_nothing(agent, tmp_path, answer, capsys):
+    node = Node(agent, tmp_path, answer)
+    node.guard.poll()
+    assert node.peer.asked == 1
+    assert not node.guard.demoted and not node.guard.split_brain and node.track_value() is None
+    assert capsys.readouterr().err == ""
+
+
+class FakeRawSocket:
+    """recvfrom() hands out what the test puts in; None ends it as an error would."""
+
+    def __init__(self):
+        self.packets = queue.Queue()
+        self.closed = False
+
+    def recvfrom(self, size):
+        packet = self.packets.get(timeout=10)
+        if packet is None:
+            raise OSError("socket closed")
+        return packet
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture()
+def adverts(agent):
+    """An AdvertListener on a fake raw socket, with the test's clock; adverts.put(source) delivers a packet."""
+    clock = Clock()
+    listener = agent.AdvertListener(MX1, clock=clock)
+    sock = FakeRawSocket()
+    assert listener.start(open_socket=lambda: sock)
+
+    def put(source):
+        before = listener.last
+        sock.packets.put((b"\x45" + b"\x00" * 39, (source, 0)))
+        sock.packets.put((b"", ("192.0.2.99", 0)))  # and wait until it was read
+        assert wait_for(lambda: sock.packets.empty())
+        time.sleep(0.05)
+        return listener.last != before
+
+    listener.put, listener.test_clock, listener.sock = put, clock, sock
+    yield listener
+    sock.packets.put(None)
+
+
+def test_the_advert_listener_notes_the_peer_only(agent, adverts):
+    assert adverts.available and adverts.last is None
+    assert not adverts.put(MX2) and not adverts.put("10.213.0.20")
+    assert not adverts.heard_within(1.6)
+    adverts.test_clock.now = 200.0
+    assert adverts.put(MX1) and adverts.last == 200.0
+    adverts.test_clock.now = 201.6
+    assert adverts.heard_within(1.6)
+    adverts.test_clock.now = 201.7
+    assert not adverts.heard_within(1.6)
+
+
+def test_without_a_raw_socket_one_line_and_no_adverts(agent, capsys):
+    listener = agent.AdvertListener(MX1)
+
+    def refuse():
+        raise PermissionError(1, "Operation not permitted")
+
+    assert listener.start(open_socket=refuse) is False
+    assert not listener.available and not listener.heard_within(10)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot open a raw socket for VRRP adverts" in err
+
+
+def share_clock(node, adverts):
+    """The guard and the listener on one clock."""
+    adverts.clock = node.clock
+    node.guard.adverts = adverts
+
+
+def test_demoted_stays_demoted_while_no_advert_arrives(agent, tmp_path, adverts):
+    node = Node(agent, tmp_path, peer_status())
+    share_clock(node, adverts)
+    node.guard.poll()
+    assert node.guard.demoted
+    node.holds_ip = False
+    # The peer's adverts from anyone else, or from before the window, do not count.
+    assert not adverts.put(MX2)
+    for _ in range(40):  # 10 s of polls
+        node.clock.now += 0.25
+        node.guard.poll()
+        assert node.guard.demoted and node.track_value() == "1\n"
+
+
+def test_an_advert_from_the_peer_clears_the_demotion(agent, tmp_path, adverts, capsys):
+    node = Node(agent, tmp_path, peer_status())
+    share_clock(node, adverts)
+    node.guard.poll()
+    assert node.guard.demoted and node.track_value() == "1\n"
+    node.holds_ip = False
+    node.clock.now += 5.0
+    assert adverts.put(MX1)  # VRRP gets through again
+    node.clock.now += 1.5  # within 3 * 0.2 + 1 s of it
+    node.guard.poll()
+    assert not node.guard.demoted and node.track_value() == "0\n"
+    assert node.active() == f"floating IP {FLOATING_IP} not held"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].endswith(f"split-brain demotion cleared: VRRP advertisements from {MX1} arrive")
+    # Now BACKUP, without the floating IP: the guard does not ask the peer.
+    asked = node.peer.asked
+    node.guard.poll()
+    assert node.peer.asked == asked
+
+
+def test_an_advert_older_than_the_window_does_not_clear(agent, tmp_path, adverts):
+    node = Node(agent, tmp_path, peer_status())
+    share_clock(node, adverts)
+    node.guard.poll()
+    assert adverts.put(MX1)
+    node.clock.now += 3 * 0.2 + 1.0 + 0.01
+    node.guard.poll()
+    assert node.guard.demoted
+
+
+def test_no_demotion_while_the_peers_adverts_arrive(agent, tmp_path, adverts, capsys):
+    """Both hold the floating IP for a moment while VRRP works (keepalived
+    settles it within an advert interval): no FAULT for that."""
+    node = Node(agent, tmp_path, peer_status())
+    share_clock(node, adverts)
+    assert adverts.put(MX1)
+    node.clock.now += 0.5
+    node.guard.poll()
+    assert node.guard.split_brain and not node.guard.demoted and node.track_value() is None
+    assert "no demotion" in capsys.readouterr().err
+    node.clock.now += 2.0  # and then VRRP is cut
+    node.guard.poll()
+    assert node.guard.demoted
+
+
+@pytest.mark.parametrize(
+    ("later", "why"),
+    [
+        (peer_status(holds=False), f"peer {MX1} does not hold the floating IP"),
+        (peer_status(healthy=False), f"peer {MX1} is unhealthy"),
+        (ConnectionRefusedError("refused"), "does not answer with a valid /status"),
+    ],
+)
+def test_the_demotion_clears_when_the_peer_lets_go(agent, tmp_path, later, why, capsys):
+    node = Node(agent, tmp_path, peer_status())
+    node.guard.poll()
+    node.holds_ip = False
+    node.guard.poll()
+    assert node.guard.demoted and node.track_value() == "1\n"
+    node.peer.document = later
+    node.guard.poll()
+    assert not node.guard.demoted and node.track_value() == "0\n"
+    assert capsys.readouterr().err.splitlines()[-1].endswith(why)
+
+
+def test_without_adverts_the_demotion_clears_only_through_the_peer(agent, tmp_path):
+    listener = agent.AdvertListener(MX1)
+    listener.start(open_socket=lambda: (_ for _ in ()).throw(PermissionError(1, "not permitted")))
+    node = Node(agent, tmp_path, peer_status(), adverts=listener)
+    node.guard.poll()
+    listener.heard()  # nothing could record it; it must not count either
+    for _ in range(20):
+        node.clock.now += 0.25
+        node.guard.poll()
+    assert node.guard.demoted
+    node.peer.document = peer_status(holds=False)
+    node.guard.poll()
+    assert not node.guard.demoted
+
+
+def test_the_track_file_says_1_while_the_mta_failed_or_the_node_is_demoted(agent, tmp_path):
+    node = Node(agent, tmp_path, peer_status(), watch_fall=2, watch_rise=2)
+    watcher = node.watcher
+    watcher.sync_track(force=True)
+    assert node.track_value() == "0\n"
+    node.guard.poll()  # demoted at once, the MTA healthy
+    assert node.track_value() == "1\n"
+    for _ in range(2):  # the MTA fails too
+        if watcher.observe(DOWN) is not None:
+            watcher.sync_track()
+    assert watcher.failed and node.track_value() == "1\n"
+    node.peer.document = peer_status(holds=False)
+    node.guard.poll()  # demotion cleared: the MTA still failed
+    assert not node.guard.demoted and node.track_value() == "1\n"
+    written = [watcher.observe(HEALTHY) for _ in range(2)]
+    assert written == [None, 0]  # the MTA's hysteresis is untouched
+    watcher.sync_track()
+    assert node.track_value() == "0\n"
+    # The other order: MTA failed, demoted, MTA healthy again: 1 until the demotion clears.
+    for _ in range(2):
+        watcher.observe(DOWN)
+    watcher.sync_track()
+    node.peer.document = peer_status()
+    node.holds_ip = True
+    node.guard.poll()
+    for _ in range(2):
+        watcher.observe(HEALTHY)
+    watcher.sync_track()
+    assert node.guard.demoted and not watcher.failed and node.track_value() == "1\n"
+    node.peer.document = peer_status(healthy=False)
+    node.guard.poll()
+    assert node.track_value() == "0\n"
+
+
+def test_the_watcher_thread_writes_the_combined_value(agent, tmp_path):
+    """run() starts from the combined value, not from the MTA's alone."""
+    node = Node(agent, tmp_path, peer_status())
+    node.guard.poll()
+    node.track.unlink()
+    rounds = []
+
+    def stop(_seconds):
+        rounds.append(node.track_value())
+        if len(rounds) == 2:
+            raise RuntimeError("stop")
+
+    watcher = node.watcher
+    watcher.check, watcher.sleep = (lambda _settings: HEALTHY), stop
+    with pytest.raises(RuntimeError):
+        watcher.run()
+    assert rounds == ["1\n", "1\n"]
+
+
+def test_status_reports_the_claim_and_the_demotion(agent, tmp_path):
+    (tmp_path / "mailha-priority").write_text("priority 90\n")
+    node = Node(agent, tmp_path, peer_status())
+    findings, holds_ip, drained, reason = node.agent.evaluate(node.settings, node.watcher, node.guard)
+    document = agent.status_document(node.settings, findings, holds_ip, drained, reason, node.guard)
+    assert {key: document[key] for key in ("vrrp_priority", "address", "split_brain", "demoted", "demoted_reason")} == {
+        "vrrp_priority": 90,
+        "address": MX2,
+        "split_brain": False,
+        "demoted": False,
+        "demoted_reason": None,
+    }
+    node.guard.poll()
+    findings, holds_ip, drained, reason = node.agent.evaluate(node.settings, node.watcher, node.guard)
+    document = json.loads(
+        json.dumps(agent.status_document(node.settings, findings, holds_ip, drained, reason, node.guard))
+    )
+    assert document["split_brain"] is True and document["demoted"] is True
+    assert document["demoted_reason"].startswith(f"split brain, peer {MX1} holds the floating IP")
+    assert document["active"] is False and document["active_reason"] == "demoted: " + document["demoted_reason"]
+    # What one agent's /status says is what the other's guard reads.
+    view = agent.peer_view(document, MX1)
+    assert (view.priority, view.address, view.healthy) == (90, MX2, True)
+    # Without a peer the fields are there too, and say nothing happened.
+    plain = agent.status_document(settings(agent, queue_directory=str(tmp_path)), HEALTHY, False, False, None)
+    assert (plain["vrrp_priority"], plain["address"], plain["split_brain"], plain["demoted"]) == (
+        100,
+        "127.0.0.1",
+        False,
+        False,
+    )
+
+
+class PeerAgent:
+    """A peer agent's /status on 127.0.0.1, as a tiny http.server."""
+
+    def __init__(self, document):
+        self.document = document
+        peer = self
+
+        class StatusHandler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # the name http.server calls
+                document = peer.document
+                body = document if isinstance(document, bytes) else json.dumps(document).encode()
+                self.send_response(200 if self.path == "/status" else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StatusHandler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/status"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def peer_agent():
+    peers = []
+
+    def start(document):
+        peers.append(PeerAgent(document))
+        return peers[-1]
+
+    yield start
+    for peer in peers:
+        peer.close()
+
+
+def test_the_guard_reads_the_peer_over_http(agent, tmp_path, peer_agent, loopback):
+    peer = peer_agent(peer_status())
+    assert agent.fetch_status(peer.url) == peer_status()
+    values = split_settings(agent, tmp_path, peer_agent_url=peer.url, peer_address=MX1)
+    watcher = healthy_watcher(agent, values)
+    guard = agent.SplitBrainGuard(values, holds_ip=lambda: True, on_change=watcher.set_demoted)
+    guard.poll()
+    assert guard.demoted and (tmp_path / "mta-fault").read_text() == "1\n"
+    # /active and /status of the demoted node, over HTTP.
+    start, connect = loopback
+    server = start(watcher=watcher, guard=guard)
+    head, _, body = ask(connect, server, b"GET /active HTTP/1.0\r\n\r\n").partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 503")
+    assert body.decode().startswith(f"not active: demoted: split brain, peer {MX1} holds the floating IP")
+    document = json.loads(ask(connect, server, b"GET /status HTTP/1.0\r\n\r\n").partition(b"\r\n\r\n")[2])
+    assert document["demoted"] is True and document["address"] == "127.0.0.1"
+    metrics = ask(connect, server, b"GET /metrics HTTP/1.0\r\n\r\n").decode()
+    assert "mailha_demoted 1\n" in metrics and "mailha_split_brain 1\n" in metrics
+    # The peer lets the floating IP go.
+    peer.document = peer_status(holds=False)
+    guard.poll()
+    assert not guard.demoted and (tmp_path / "mta-fault").read_text() == "0\n"
+
+
+@pytest.mark.parametrize("answer", [b"not json", b"[1, 2", b"{}" + b" " * 70000])
+def test_a_garbled_peer_over_http_changes_nothing(agent, tmp_path, peer_agent, answer):
+    peer = peer_agent(answer)
+    guard = agent.SplitBrainGuard(split_settings(agent, tmp_path, peer_agent_url=peer.url), holds_ip=lambda: True)
+    guard.poll()
+    assert not guard.demoted and not guard.split_brain
+
+
+def test_an_unreachable_peer_over_http_changes_nothing_and_quickly(agent, tmp_path):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}/status"
+    closed.close()
+    guard = agent.SplitBrainGuard(split_settings(agent, tmp_path, peer_agent_url=url), holds_ip=lambda: True)
+    began = time.monotonic()
+    guard.poll()
+    assert not guard.demoted and time.monotonic() - began < agent.PEER_TIMEOUT + 0.5
+    # A peer that accepts but never answers: the poll ends after PEER_TIMEOUT.
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        values = split_settings(agent, tmp_path, peer_agent_url=f"http://127.0.0.1:{silent.getsockname()[1]}/status")
+        guard = agent.SplitBrainGuard(values, holds_ip=lambda: True)
+        began = time.monotonic()
+        guard.poll()
+        assert not guard.demoted and time.monotonic() - began < agent.PEER_TIMEOUT * 2 + 0.5
+    finally:
+        silent.close()
+
+
+def test_the_agent_exits_when_the_guard_dies(agent, capsys):
+    values = settings(agent, agent_bind_address="127.0.0.1", agent_port=0)
+    server = agent.AgentServer(values)
+
+    class BrokenGuard:
+        def run(self):
+            raise RuntimeError("a bug in the guard")
+
+    try:
+        result = []
+        thread = threading.Thread(target=lambda: result.append(agent.serve(server, None, BrokenGuard())), daemon=True)
+        thread.start()
+        thread.join(10)
+        assert result == [1]
+    finally:
+        server.server_close()
+    assert "the split-brain guard died: RuntimeError: a bug in the guard" in capsys.readouterr().err

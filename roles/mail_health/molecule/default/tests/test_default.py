@@ -73,6 +73,8 @@ def test_files_and_config(host):
     conf = host.file("/etc/mailha/health.conf").content_string
     assert "floating_ip=10.213.1.100" in conf
     assert "full_check=true" in conf and "max_queue=1000" in conf
+    # Split-brain handling is off by default (no peer).
+    assert "\npeer_agent_url=\n" in conf and "\nvrrp_priority=100\n" in conf
     host.run_expect([0], "mailha-health --check-config")
 
 
@@ -184,6 +186,10 @@ def test_agent_status_document(host):
     assert document["vrrp_state"] == "BACKUP"
     assert document["holds_floating_ip"] is False and document["active"] is False
     assert set(document["queue"]) == {"active", "deferred", "incoming", "hold"}
+    # The claim a peer would read; without a peer nothing is ever demoted.
+    assert (document["vrrp_priority"], document["address"]) == (100, AGENT_ADDRESS)
+    assert document["split_brain"] is False and document["demoted"] is False
+    assert document["demoted_reason"] is None
     # Other tests leave transient files (bounces): the age exists exactly when something is queued.
     queued = sum(document["queue"].values())
     assert (document["queue_oldest_age_seconds"] is None) == (queued == 0)
@@ -256,9 +262,12 @@ def test_agent_unit_limits_and_hardening(host):
     shown = host.run_expect(
         [0],
         "systemctl show -p TasksMax -p Restart -p StartLimitIntervalUSec -p NoNewPrivileges "
-        "-p ProtectSystem -p PrivateTmp -p SystemCallArchitectures mailha-health-agent",
+        "-p ProtectSystem -p PrivateTmp -p SystemCallArchitectures -p CapabilityBoundingSet mailha-health-agent",
     ).stdout
-    properties = dict(line.split("=", 1) for line in shown.split())
+    properties = dict(line.split("=", 1) for line in shown.splitlines())
+    # Without a peer no raw socket, so no CAP_NET_RAW.
+    assert "cap_net_raw" not in properties["CapabilityBoundingSet"]
+    assert "cap_dac_read_search" in properties["CapabilityBoundingSet"]
     assert properties["TasksMax"] == str(MAX_CONNECTIONS + 64)
     assert properties["Restart"] == "always" and properties["StartLimitIntervalUSec"] == "0"
     assert properties["NoNewPrivileges"] == "yes" and properties["ProtectSystem"] == "full"
