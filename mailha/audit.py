@@ -262,11 +262,25 @@ class AuditLog:
         return None
 
 
+# Locks this process holds, by path: a drill holds the switch lock for its
+# whole run, and the switches it runs itself take it again without waiting.
+_HELD: dict[Path, int] = {}
+
+
 @contextlib.contextmanager
 def switch_lock(directory: Path, wait: float = 0.0, name: str = "switch.lock") -> Iterator[None]:
-    """Hold the lock that lets one failover/failback (or, by name, one drill) run at a time."""
+    """Hold the lock that lets one failover/failback (or, by name, one drill) run at a time.
+
+    Re-entrant within a process: a holder that takes it again goes on at once."""
     make_state_dir(directory)
-    path = directory / name
+    path = (directory / name).resolve()
+    if _HELD.get(path):
+        _HELD[path] += 1
+        try:
+            yield
+        finally:
+            _HELD[path] -= 1
+        return
     try:
         # errors="replace": the holder's line is only shown, whatever bytes it holds
         handle = open(path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the with below
@@ -293,8 +307,10 @@ def switch_lock(directory: Path, wait: float = 0.0, name: str = "switch.lock") -
         handle.truncate()
         handle.write(f"pid {os.getpid()} {operator()} since {now_iso()}\n")
         handle.flush()
+        _HELD[path] = 1
         try:
             yield
         finally:
+            _HELD.pop(path, None)
             handle.seek(0)
             handle.truncate()

@@ -264,8 +264,9 @@ def drill_command(inventory_path, output_format, scenario, rate, duration, repor
         scenario=scenario, rate=rate, duration=duration, report_dir=report_dir, slos=drill_mod.slos_from_settings(pair)
     )
     echo = (lambda _text: None) if output_format == "json" else click.echo
-    # One drill at a time; the switches a drill runs take the switch lock themselves.
-    with switch_lock(pair.state_dir, name="drill.lock"):
+    # One drill at a time, and no operator's switch while a fault is injected:
+    # the drill holds the switch lock too (its own switches re-enter it).
+    with switch_lock(pair.state_dir, name="drill.lock"), switch_lock(pair.state_dir):
         report, code = drill_mod.run_drill(pair, settings, echo)
     if output_format == "json":
         click.echo(json.dumps(report, indent=2, default=str))

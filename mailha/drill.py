@@ -32,7 +32,18 @@ from mailha.lab import MASTER_PROCESS, PodmanHosts, RecipientSide, recipient_sid
 from mailha.pair import Pair
 from mailha.traffic import Target, TrafficGenerator, build_message, message_id, new_run_id, submit
 
-SCENARIOS = ("mta-crash", "host-down", "network-partition", "keepalived-crash", "manual-failover")
+SCENARIOS = ("mta-crash", "host-down", "network-partition", "keepalived-crash", "vrrp-blocked", "manual-failover")
+# vrrp-blocked: VRRP alone is dropped both ways on the active relay (an
+# nftables table of the drill's own, ahead of the host firewall); everything
+# else still flows. Both relays turn MASTER until the pair settles it.
+VRRP_BLOCK_TABLE = "mailha_drill"
+VRRP_BLOCK = (
+    f"add table inet {VRRP_BLOCK_TABLE}; "
+    f"add chain inet {VRRP_BLOCK_TABLE} input {{ type filter hook input priority -50; }}; "
+    f"add rule inet {VRRP_BLOCK_TABLE} input meta l4proto vrrp drop; "
+    f"add chain inet {VRRP_BLOCK_TABLE} output {{ type filter hook output priority -50; }}; "
+    f"add rule inet {VRRP_BLOCK_TABLE} output meta l4proto vrrp drop"
+)
 DEFAULT_SLOS = {"max_outage_seconds": 2.0, "max_lost": 0, "max_duplicated": 0}
 # Upper bound on the traffic of a manual-failover drill beyond --duration.
 SWITCH_BUDGET = 300.0
@@ -173,6 +184,8 @@ class Drill:
             self.hosts.link(target, up=False)
         elif scenario == "keepalived-crash":
             self.hosts.exec(target, "pkill", "-9", "-x", "keepalived")
+        elif scenario == "vrrp-blocked":
+            self.hosts.exec(target, "nft", VRRP_BLOCK)
         elif scenario == "manual-failover":
             switch_mod.run_switch(
                 self.pair, "failover", "drill manual-failover", yes=True, dry_run=False, echo=self.quiet
@@ -190,12 +203,44 @@ class Drill:
             self.hosts.link(target, up=True)
         elif scenario == "keepalived-crash":
             self.hosts.exec(target, "systemctl", "restart", "keepalived")
+        elif scenario == "vrrp-blocked":
+            self.hosts.exec(target, "nft", f"delete table inet {VRRP_BLOCK_TABLE}")
         self.event("restored")
 
+    def claimed_after(self, name: str, since: float) -> bool:
+        """`name` logged a MASTER transition after `since`."""
+        return any(at >= since and state == "MASTER" for at, state in self.vrrp_log(self.hosts.targets[name]))
+
+    def gave_up_after(self, name: str, since: float) -> bool:
+        """`name` claimed the floating IP after `since` and left MASTER again."""
+        states = [state for at, state in self.vrrp_log(self.hosts.targets[name]) if at >= since]
+        return "MASTER" in states and states[-1] != "MASTER"
+
     def healthy(self, name: str) -> bool:
-        node = self.pair.nodes[name]
-        code, _ = probes.http_json(f"http://{node.address}:{self.pair.settings['mailha_agent_port']}/status", 1.0)
-        return code == 200 and probes.smtp_greeting(node.address, 25, 1.0).ok
+        """The failback's own test (NodeView.ready), so a drill never waits for less."""
+        return status_mod.gather(self.pair).node(name).ready
+
+    def wait_healthy(self, name: str, timeout: float = 120) -> None:
+        def check() -> None:
+            if not probes.poll(lambda: self.healthy(name), timeout, 0.5):
+                reason = status_mod.gather(self.pair).node(name).not_ready_reason
+                raise MailhaError(f"drill: {name} is not healthy after {timeout:.0f}s: {reason}")
+
+        self.step(f"wait until {name} is healthy", check)
+
+    def restore_or_say(self, failed: str) -> None:
+        """Restore after a failure: never raises, says what is left to do if it cannot."""
+        try:
+            self.step(f"restore {failed}", lambda: self.restore(failed))
+        except MailhaError as exc:
+            left = {
+                "mta-crash": f"start Postfix on {failed} (systemctl restart postfix@-.service)",
+                "host-down": f"start the host {failed}",
+                "network-partition": f"bring the network link of {failed} up",
+                "keepalived-crash": f"start keepalived on {failed}",
+                "vrrp-blocked": f"nft delete table inet {VRRP_BLOCK_TABLE} on {failed}",
+            }.get(self.settings.scenario, f"restore {failed}")
+            self.echo(f"  could not restore {failed} ({exc.message}); left to do: {left}")
 
     def fail_back(self) -> None:
         topology = status_mod.gather(self.pair)
@@ -240,10 +285,33 @@ class Drill:
             time.sleep(min(3.0, settings.duration / 3))
             self.step(f"inject {settings.scenario} on {active}", lambda: self.inject(active))
             fault_at = self.events[-1]["at"]
-            self.step(
-                f"wait until {standby} holds the floating IP",
-                lambda: self.wait(lambda: sampler.holders and sampler.holders[-1][1] == standby, 30, "the move", 0.1),
-            )
+            if settings.scenario == "vrrp-blocked":
+                # The standby hears no advert and turns MASTER beside the
+                # active relay; the pair must settle on one holder by itself.
+                self.step(
+                    f"wait until {standby} claims the floating IP beside {active}",
+                    lambda: self.wait(lambda: self.claimed_after(standby, fault_at), 30, "the second claim", 0.2),
+                )
+                self.step(
+                    "wait until one relay holds the floating IP again",
+                    lambda: self.wait(
+                        lambda: (
+                            (self.gave_up_after(standby, fault_at) or self.gave_up_after(active, fault_at))
+                            and sampler.holders
+                            and sampler.holders[-1][1] not in (None, "split")
+                        ),
+                        30,
+                        "one holder",
+                        0.2,
+                    ),
+                )
+            else:
+                self.step(
+                    f"wait until {standby} holds the floating IP",
+                    lambda: self.wait(
+                        lambda: sampler.holders and sampler.holders[-1][1] == standby, 30, "the move", 0.1
+                    ),
+                )
             if planned:
                 time.sleep(min(5.0, settings.duration / 3))
                 attempts = traffic.stop()
@@ -251,13 +319,17 @@ class Drill:
                 attempts = traffic.wait()
         finally:
             traffic.stop()
-        if not planned:
-            self.step(f"restore {active}", lambda: self.restore(active))
-        self.step(f"wait until {active} is healthy", lambda: self.wait(lambda: self.healthy(active), 120, "health"))
+            # Whatever failed after the fault, the relay is restored (or the
+            # error says what is left to do).
+            if fault_at and not planned and "restored" not in {e["name"] for e in self.events}:
+                self.restore_or_say(active)
+        self.wait_healthy(active)
         if not planned and status_mod.gather(self.pair).holders != [active]:
             self.step(
                 f"hand the queue of {active} over", lambda: switch_mod.run_handover(self.pair, active, echo=self.quiet)
             )
+            # The hand-over restarts a crashed MTA: healthy again before the failback checks it.
+            self.wait_healthy(active)
         self.step("fail back", self.fail_back)
         self.step(
             "wait for empty queues",
@@ -270,6 +342,12 @@ class Drill:
         counts, entries = self.step("count at the recipient side", lambda: self.sink.counts(wanted))
         dkim_results = self.check_dkim(attempts, entries, standby)
         cut = self.cut_in_flight(started, counts)
+        # A relay demoted by a split brain, or one just failed back, settles
+        # within seconds; the steady state is judged once it had the chance.
+        self.step(
+            "wait for a healthy pair",
+            lambda: probes.poll(lambda: status_mod.gather(self.pair).verdict == status_mod.HEALTHY, 60, 1.0) or True,
+        )
         self.step("check the steady state again", lambda: self.steady_state("after"))
         report = drill_report.build_report(
             scenario=settings.scenario,

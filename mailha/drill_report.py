@@ -194,6 +194,9 @@ def outage(attempts: Iterable[Any], fault_at: float | None) -> dict[str, Any]:
     for attempt in views:
         by_target[attempt.target].append(attempt)
     per_target = {target: _first_outage(items, fault_at) for target, items in sorted(by_target.items())}
+    for target, items in by_target.items():
+        # Every refusal a client of this target saw, the fault's or a failback's.
+        per_target[target]["refused"] = sum(1 for a in items if not a.accepted)
     since = -math.inf if fault_at is None else fault_at
     return {
         **overall,
@@ -398,6 +401,7 @@ def build_report(
         "foreign": len(reconciliation["foreign"]),
         "outage_seconds": outage_figures["worst_target_seconds"],
         "outage_all_targets_seconds": outage_figures["seconds"],
+        "refused_by_target": {t: o["refused"] for t, o in outage_figures["per_target"].items()},
         "recovered": outage_figures["recovered_everywhere"],
         "failed_during_outage": outage_figures["failed"],
         "failed_after_fault": outage_figures["failed_after_fault"],
@@ -549,7 +553,8 @@ def render_summary(report: Mapping[str, Any]) -> str:
     if len(per_target) > 1:
         lines += ["", "outage per target:"]
         lines += [
-            f"  {target:<22} {_seconds(o['seconds'])}{'' if o['recovered'] else ' (not recovered)'}"
+            f"  {target:<22} {_seconds(o['seconds'])}, {o['refused']} refused"
+            f"{'' if o['recovered'] else ' (not recovered)'}"
             for target, o in per_target.items()
         ]
     return "\n".join(lines)

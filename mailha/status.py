@@ -48,6 +48,24 @@ class NodeView:
     isolated: dict | None = None
     # direct / hand-over / hold (ROUTES), None when the agent does not say.
     route: str | None = None
+    # Why the agent judges the MTA unhealthy (mailha-health's reason).
+    health_reason: str = ""
+
+    @property
+    def ready(self) -> bool:
+        """Healthy in the one sense every command uses (failback, drills): the
+        agent answers and judges the MTA healthy, and the MTA greets."""
+        return self.agent_ok and bool(self.healthy) and self.smtp_ok
+
+    @property
+    def not_ready_reason(self) -> str:
+        if not self.agent_ok:
+            return f"its health agent is {self.agent_problem or 'unreachable'}"
+        if not self.smtp_ok:
+            return f"its MTA does not greet: {self.smtp_detail}"
+        if not self.healthy:
+            return f"its health agent reports it unhealthy: {self.health_reason or 'no reason given'}"
+        return ""
 
 
 @dataclass
@@ -123,6 +141,7 @@ def gather(pair: Pair) -> Topology:
                 agent_problem=agent_problem,
                 isolated=isolated.get(name),
                 route=doc.get("route") if agent_ok else None,
+                health_reason=str((doc.get("health") or {}).get("reason", ""))[:200] if agent_ok else "",
             )
         )
     dns_answer = answer.result()
@@ -182,9 +201,10 @@ AGENT_FIELDS = {
     ),
     "queue_oldest_age_seconds": (_age, "null or a number of seconds"),
     "route": (lambda v: v is None or v in ROUTES, f"one of {', '.join(ROUTES)}"),
+    "health": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("reason", ""), str)), "an object"),
 }
 # Fields an agent may leave out (an older agent, or no route file yet).
-OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route"}
+OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route", "health"}
 
 
 def queues_empty(pair: Pair, timeout: float = 1.0) -> bool:

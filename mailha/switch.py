@@ -147,8 +147,8 @@ def refuse_failback(pair: Pair, topology: status_mod.Topology, target: str, log:
             f"refusing failback: the queue of {pending} has not been handed over; run 'mailha queue handover' first"
         )
     view = topology.node(target)
-    if not (view.smtp_ok and view.agent_ok and view.healthy):
-        raise MailhaError(f"refusing failback: the primary {target} is not healthy ({view.smtp_detail})")
+    if not view.ready:
+        raise MailhaError(f"refusing failback: the primary {target} is not healthy: {view.not_ready_reason}")
     hold_down = float(pair.settings["mailha_failback_hold_down_seconds"])
     age = last_switch_age(log)
     if age is not None and age < hold_down:

@@ -36,6 +36,7 @@ def cli(tmp_path_factory):
         result.seconds = time.monotonic() - began
         return result
 
+    run.state_dir = env["MAILHA_STATE_DIR"]
     return run
 
 

@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+
+from tests.integration.labtools import wait_for
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.mark.parametrize("scenario", ["mta-crash", "network-partition", "keepalived-crash", "host-down"])
-def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, on_primary, tmp_path, scenario):
+@pytest.fixture
+def steady(lab, cli):
+    """Each drill starts from the known steady state, whatever an earlier one left:
+    every relay up, no hand-over pending, mx1 active, the pair healthy."""
+    for host in lab.mail:
+        lab.podman.podman("start", lab.container(host))
+    cli("queue", "handover")  # refused when none is pending
+    for _ in range(3):
+        if lab.active() == "mx1":
+            break
+        result = cli("failback", "--yes", "--reason", "drill test setup")
+        if result.returncode != 0 and "hold-down" in result.stdout + result.stderr:
+            time.sleep(31)
+    assert lab.active() == "mx1"
+    wait_for(lambda: json.loads(cli("status", "--output", "json").stdout)["verdict"] == "healthy", 120, 1, "healthy")
+
+
+@pytest.mark.parametrize(
+    "scenario", ["mta-crash", "network-partition", "keepalived-crash", "host-down", "vrrp-blocked"]
+)
+def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, steady, tmp_path, scenario):
     report_dir = tmp_path / scenario
     result = cli(
-        "drill", "--scenario", scenario, "--rate", "10", "--duration", "12", "--yes", "--report", str(report_dir)
+        "drill", "--scenario", scenario, "--rate", "20", "--duration", "12", "--yes", "--report", str(report_dir)
     )
-    assert result.returncode in (0, 3), result.stdout + result.stderr
+    # Exit 0: every target met (outage, lost, duplicated); 3 would be a breach.
+    assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((report_dir / "report.json").read_text())
     figures = report["figures"]
     print(
@@ -24,6 +47,12 @@ def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, on_primary, tmp_
     )
     assert figures["acknowledged"] > 0
     assert figures["lost"] == 0
+    refused = figures["refused_by_target"]
+    print(f"refused by target: {refused}")
+    if scenario in ("mta-crash", "host-down"):
+        # The load balancer retries a failed connection on the standby: its
+        # clients never see the crash (the floating IP's keep a short outage).
+        assert refused.get(f"{lab.balancer}:25", 0) == 0, refused
     if scenario == "mta-crash":
         # The master's death cuts no delivery: its children finish theirs.
         assert figures["duplicated"] == 0
@@ -33,23 +62,30 @@ def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, on_primary, tmp_
         # confirm. Any other duplicate is a defect.
         assert figures["duplicated"] == figures["duplicated_cut_in_flight"], report["reconciliation"]
     assert figures["recovered"] is True
-    assert figures["split_seconds"] == 0 or scenario == "network-partition"
     names = {e["name"] for e in report["timeline"]["events"]}
-    assert {"fault_injected", "floating_ip_moved", "restored"} <= names
+    if scenario == "vrrp-blocked":
+        # Both relays claim the floating IP until the pair settles it by
+        # itself; the active relay keeps it (the better claim).
+        print(f"vrrp-blocked: {figures['split_seconds']}s with two holders, {figures['duplicated']} duplicated")
+        assert 0 < figures["split_seconds"] <= 10
+        assert {"fault_injected", "restored"} <= names
+    else:
+        assert figures["split_seconds"] == 0 or scenario == "network-partition"
+        assert {"fault_injected", "floating_ip_moved", "restored"} <= names
     assert figures["dkim_checked"] > 0 and figures["unsigned"] == 0
-    assert (result.returncode == 0) == report["verdict"]["passed"]
+    assert report["verdict"]["passed"], report["verdict"]
     html = (report_dir / "report.html").read_text()
     assert "<svg" in html and "fault_injected +0.00s" in html
     assert lab.active() == "mx1", "the drill must fail back to the primary"
 
 
-def test_mta_crash_at_bulk_rate_loses_and_duplicates_nothing(lab, cli, on_primary, tmp_path):
+def test_mta_crash_at_bulk_rate_loses_and_duplicates_nothing(lab, cli, steady, tmp_path):
     """The crash under a campaign's rate, not a trickle: 100 msg/s, each on its own connection."""
     report_dir = tmp_path / "mta-crash-100"
     result = cli(
         "drill", "--scenario", "mta-crash", "--rate", "100", "--duration", "12", "--yes", "--report", str(report_dir)
     )
-    assert result.returncode in (0, 3), result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads((report_dir / "report.json").read_text())["figures"]
     print(
         f"\nmta-crash at 100 msg/s: outage {figures['outage_seconds']}s, {figures['acknowledged']} acknowledged, "

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mailha import pair as pair_mod
 from mailha import switch
-from mailha.audit import AuditLog, Record, Step, switch_lock
+from mailha.audit import AuditLog, Record, Step
 from mailha.cli import main
 from mailha.errors import MailhaError
 from tests.unit.test_inventory import CONTRACT
@@ -92,17 +92,6 @@ def test_audit_log_is_newest_first_and_reports_damage(state):
     damage = []
     assert [r["command"] for r in log.read(on_damage=damage.append)] == ["failback", "failover"]
     assert damage == [f"{log.path} line 3 skipped: not JSON"]
-
-
-def test_second_switch_is_refused_while_one_holds_the_lock(state):
-    with (
-        switch_lock(state),
-        pytest.raises(MailhaError, match="a switch is already running"),
-        switch_lock(state, wait=0.3),
-    ):
-        pass
-    with switch_lock(state):  # released
-        pass
 
 
 def test_history_cli_prints_steps_and_json(pair):
