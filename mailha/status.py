@@ -50,6 +50,8 @@ class NodeView:
     route: str | None = None
     # Why the agent judges the MTA unhealthy (mailha-health's reason).
     health_reason: str = ""
+    # Why the agent made its relay stand down (a split brain it lost), else None.
+    demoted_reason: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -142,6 +144,7 @@ def gather(pair: Pair) -> Topology:
                 isolated=isolated.get(name),
                 route=doc.get("route") if agent_ok else None,
                 health_reason=str((doc.get("health") or {}).get("reason", ""))[:200] if agent_ok else "",
+                demoted_reason=doc.get("demoted_reason")[:300] if agent_ok and doc.get("demoted_reason") else None,
             )
         )
     dns_answer = answer.result()
@@ -202,9 +205,10 @@ AGENT_FIELDS = {
     "queue_oldest_age_seconds": (_age, "null or a number of seconds"),
     "route": (lambda v: v is None or v in ROUTES, f"one of {', '.join(ROUTES)}"),
     "health": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("reason", ""), str)), "an object"),
+    "demoted_reason": (lambda v: v is None or isinstance(v, str), "null or a text"),
 }
 # Fields an agent may leave out (an older agent, or no route file yet).
-OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route", "health"}
+OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route", "health", "demoted_reason"}
 
 
 def queues_empty(pair: Pair, timeout: float = 1.0) -> bool:
@@ -268,7 +272,10 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
             add(severity, f"{n.name}: health agent {problem} ({n.address}); its VRRP state and queue are unknown")
         if n.name in t.holders and not n.smtp_ok:
             add(CRITICAL, f"{n.name} holds the floating IP but its MTA does not greet: {n.smtp_detail}")
-        if n.name not in t.holders and n.vrrp_state == "FAULT":
+        if n.name not in t.holders and n.demoted_reason:
+            # It takes over as soon as the peer stops holding the IP or fails.
+            add(DEGRADED, f"{n.name} stands down ({n.demoted_reason}): VRRP between the relays is cut")
+        elif n.name not in t.holders and n.vrrp_state == "FAULT":
             add(CRITICAL, f"{n.name} is in FAULT: no standby can take over")
         elif n.name not in t.holders and not n.smtp_ok:
             add(DEGRADED, f"{n.name} (standby) MTA does not greet: {n.smtp_detail}")

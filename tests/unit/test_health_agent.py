@@ -1139,3 +1139,21 @@ def test_the_agent_exits_when_the_guard_dies(agent, capsys):
     finally:
         server.server_close()
     assert "the split-brain guard died: RuntimeError: a bug in the guard" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("# Ansible managed\n* hold:[10.0.0.100]:25\n", "hold"),
+        ("* relay:[10.0.0.100]:25\n", "hand-over"),
+        ("#\n# Ansible managed\ngmail.com mx_google:\nyahoo.com mx_yahoo:\n", "direct"),
+        ("", "direct"),
+        (None, None),
+    ],
+)
+def test_status_reports_how_postfix_routes_the_mail(agent, tmp_path, content, expected):
+    route_file = tmp_path / "mailha_role_transport"
+    if content is not None:
+        route_file.write_text(content)
+    values = settings(agent, queue_directory=str(tmp_path), route_file=str(route_file))
+    assert agent.status_document(values, HEALTHY, False, False, None)["route"] == expected

@@ -15,7 +15,7 @@ from mailha.cli import main
 from mailha.status import CRITICAL, DEGRADED, HEALTHY, NodeView, Topology
 
 
-def node(name, *, holds=False, state="BACKUP", smtp=True, agent=True, queue=None, lb="DOWN", role=None):
+def node(name, *, holds=False, state="BACKUP", smtp=True, agent=True, queue=None, lb="DOWN", role=None, **extra):
     return NodeView(
         name=name,
         address=f"10.0.0.{1 if name == 'mx1' else 2}",
@@ -31,6 +31,7 @@ def node(name, *, holds=False, state="BACKUP", smtp=True, agent=True, queue=None
         queue=(queue or {"active": 0, "deferred": 0, "hold": 0, "incoming": 0}) if agent else None,
         queue_oldest_age_seconds=None,
         balancer_state=lb,
+        **extra,
     )
 
 
@@ -195,3 +196,44 @@ def test_queues_empty_needs_every_agent_to_answer_with_no_queued_message():
             server.shutdown()
             server.server_close()
     assert not status.queues_empty(the_pair)  # nobody answers
+
+
+def test_an_interrupted_switch_is_shown_with_what_finishes_it():
+    t = topology(
+        node("mx1", holds=True, state="MASTER", lb="DRAIN", route="hold"),
+        node("mx2", lb="no check", route="hold"),
+    )
+    problems = [p["problem"] for p in t.problems]
+    assert "mx1 holds its mail (nothing it queues is sent): a switch did not finish" in problems[0]
+    assert any(p.startswith("the load balancer is pinned to mx2, its health check off") for p in problems)
+    assert any(p.startswith("mx1 is drained at the load balancer") for p in problems)
+    assert all("'mailha failover' completes it, 'mailha failback' undoes it" in p for p in problems[:2])
+    assert t.verdict == CRITICAL
+    assert "ROUTE" in status.render_table(t) and " hold " in status.render_table(t)
+
+
+def test_a_relay_that_stood_down_after_a_split_brain_is_degraded_not_a_broken_standby():
+    reason = "split brain, peer 10.0.0.1 holds the floating IP with a better claim"
+    t = topology(
+        node("mx1", holds=True, state="MASTER", lb="UP", route="direct"),
+        node("mx2", state="FAULT", route="hand-over", demoted_reason=reason),
+    )
+    assert [p["problem"] for p in t.problems] == [f"mx2 stands down ({reason}): VRRP between the relays is cut"]
+    assert t.verdict == DEGRADED
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [("route", "sideways", "route is not one of direct, hand-over, hold"), ("demoted_reason", 3, "null or a text")],
+)
+def test_agent_answers_with_bad_new_fields_are_unreadable(field, value, why):
+    document = {
+        "vrrp_state": "MASTER",
+        "holds_floating_ip": True,
+        "healthy": True,
+        "drained": False,
+        "queue": {"active": 0},
+        field: value,
+    }
+    answer = SimpleNamespace(reachable=True, error=None, status=200, document=document)
+    assert status.agent_status(answer) == (None, f"answer unreadable: {field} is not {why.split(' is not ')[-1]}")

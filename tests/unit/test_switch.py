@@ -58,6 +58,14 @@ def test_failback_targets_the_inventory_master_and_refuses_when_already_there(pa
         switch.choose(pair, "failback", t, "auto")
 
 
+def test_a_switch_interrupted_where_it_began_is_finished_by_reconciling(pair):
+    # Killed during the quiesce: mx1 still holds the floating IP, both relays hold their mail.
+    t = topology(node("mx1", holds=True, state="MASTER", lb="DRAIN", route="hold"), node("mx2", lb="no check"))
+    assert switch.choose(pair, "failback", t, "auto") == ("mx1", "mx2", "reconcile")
+    # failover completes it instead: the planned switch runs again.
+    assert switch.choose(pair, "failover", t, "auto") == ("mx2", "mx1", "planned")
+
+
 def test_failback_refuses_an_unhealthy_primary(pair):
     t = topology(node("mx1", smtp=False), node("mx2", holds=True, state="MASTER", lb="UP"))
     with pytest.raises(MailhaError, match="primary mx1 is not healthy"):
