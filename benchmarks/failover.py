@@ -6,7 +6,9 @@ keepalived timings and with stock ones, figures side by side.
 Prints a line per run, then one Markdown table: per scenario, the median
 and worst client-observed outage (first refused submission after the fault
 to the first accepted one), median detection and floating-IP move times,
-and lost and duplicated messages over all runs, for the tuned and the
+the median and worst seconds with two holders of the floating IP, and over
+all runs the submissions refused through the load balancer and through the
+floating IP and the lost and duplicated messages, for the tuned and the
 stock profile side by side with the stock/tuned ratio. A benchmark, not a
 test: it asserts nothing, the machine is shared and noisy.
 """
@@ -45,7 +47,8 @@ def apply_profile(profile: str, inventory: Path) -> None:
     )
 
 
-def figures(report: dict) -> dict[str, float]:
+def figures(report: dict, balancer: str) -> dict[str, float]:
+    """The run's figures; `balancer` is the load balancer's target ("address:25")."""
     f = report["figures"]
 
     def number(key):
@@ -55,6 +58,9 @@ def figures(report: dict) -> dict[str, float]:
         "outage": number("outage_seconds"),
         "detect": number("detection_seconds"),
         "move": number("floating_ip_moved_seconds"),
+        "split": number("split_seconds"),
+        "refused_lb": f.get("refused_by_target", {}).get(balancer, 0),
+        "refused_fip": sum(n for target, n in f.get("refused_by_target", {}).items() if target != balancer),
         "lost": f["lost"],
         "duplicated": f["duplicated"],
     }
@@ -69,6 +75,10 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
         "outage_worst": max(finite("outage")),
         "detect_median": statistics.median(finite("detect")),
         "move_median": statistics.median(finite("move")),
+        "split_median": statistics.median(finite("split")),
+        "split_worst": max(finite("split")),
+        "refused_lb": sum(r["refused_lb"] for r in runs),
+        "refused_fip": sum(r["refused_fip"] for r in runs),
         "lost": sum(r["lost"] for r in runs),
         "duplicated": sum(r["duplicated"] for r in runs),
     }
@@ -79,11 +89,15 @@ ROWS = (
     ("outage_worst", "outage, worst (s)"),
     ("detect_median", "detection, median (s)"),
     ("move_median", "floating IP moved, median (s)"),
+    ("split_median", "two holders, median (s)"),
+    ("split_worst", "two holders, worst (s)"),
+    ("refused_lb", "refused via load balancer, all runs"),
+    ("refused_fip", "refused via floating IP, all runs"),
     ("lost", "lost, all runs"),
     ("duplicated", "duplicated, all runs"),
 )
 
-COUNTS = ("lost", "duplicated")
+COUNTS = ("refused_lb", "refused_fip", "lost", "duplicated")
 
 
 def ratio(stock: float, tuned: float) -> str:
@@ -114,7 +128,7 @@ def table(results: dict, scenarios: list[str], runs: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--scenarios", default="mta-crash,keepalived-crash,network-partition,host-down")
+    parser.add_argument("--scenarios", default="mta-crash,keepalived-crash,network-partition,host-down,vrrp-blocked")
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--inventory", type=Path, default=REPO / "inventories" / "lab" / "hosts.yml")
@@ -135,7 +149,7 @@ def main() -> int:
                 for number in range(args.runs):
                     settings = drill.DrillSettings(scenario=scenario, rate=args.rate, duration=args.duration)
                     report, _ = drill.run_drill(the_pair, settings, lambda _text: None)
-                    runs.append(figures(report))
+                    runs.append(figures(report, f"{the_pair.balancer['mailha_address']}:25"))
                     print(
                         f"{profile:5} {scenario:18} run {number + 1}: "
                         + ", ".join(f"{k} {v:.2f}" for k, v in runs[-1].items()),
