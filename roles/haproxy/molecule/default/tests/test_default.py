@@ -1,5 +1,6 @@
 """Real SMTP greetings through the load balancer, health-check failover,
-the runtime API and the metrics endpoint."""
+the standby fallback (a relay that refuses or a host that went down costs
+the client nothing), the runtime API and the metrics endpoint."""
 
 import json
 import os
@@ -62,6 +63,18 @@ def server_status(host, backend, server):
         if fields[:2] == [backend, server]:
             return fields[17]
     raise AssertionError(f"{backend}/{server} not in show stat")
+
+
+def sessions(host):
+    """Total sessions (stot) of every server, keyed by (backend, server)."""
+    lines = api(host, "show stat").splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
+    return {
+        (row["pxname"], row["svname"]): int(row["stot"])
+        for row in rows
+        if row["pxname"] in ("smtp", "submission") and row["svname"] not in ("FRONTEND", "BACKEND")
+    }
 
 
 def wait_for(predicate, seconds):
@@ -127,6 +140,7 @@ def test_runtime_api_shows_servers_state(host, be1_active):
     for backend in ("smtp", "submission"):
         for server, address in BACKENDS.items():
             assert f" {backend} " in state and f" {server} {address} " in state
+            assert f" {server}-standby {address} " in state
 
 
 def test_runtime_api_drains_a_server(host, be1_active):
@@ -154,6 +168,7 @@ def test_prometheus_metrics(host):
     assert status == 200
     assert "haproxy_process_start_time_seconds" in body
     assert 'haproxy_server_status{proxy="smtp",server="be1"' in body
+    assert 'haproxy_server_status{proxy="smtp",server="be1-standby"' in body
 
 
 def test_stats_page(host):
@@ -257,15 +272,37 @@ def test_a_fenced_server_is_disabled_until_it_is_unfenced(host, be1_active):
         for port in (10025, 10587):
             assert f"server be2 {BACKENDS['be2']}:{port} disabled\n" in config
             assert f"server be1 {BACKENDS['be1']}:{port}\n" in config
+            # Its standby entry too: a fenced relay gets nothing.
+            assert f"server be2-standby {BACKENDS['be2']}:{port} backup disabled\n" in config
+            assert f"server be1-standby {BACKENDS['be1']}:{port} backup\n" in config
         # Even with its agent answering 200, no traffic goes to it.
         other("be2").check_output("touch /run/active")
         assert wait_for(lambda: server_status(host, "smtp", "be1").startswith("UP"), 5)
         time.sleep(1)  # five check intervals
         for backend in ("smtp", "submission"):
             assert server_status(host, backend, "be2") == "MAINT"
+            assert server_status(host, backend, "be2-standby") == "MAINT"
+        before = sessions(host)
         for _ in range(4):
             assert greeting(host).startswith("220 be1 ")
+        # No active relay left (be1 not active, be2 fenced): be1's standby
+        # entry takes the traffic, never be2's.
+        other("be1").check_output("rm -f /run/active")
+        assert wait_for(lambda: server_status(host, "smtp", "be1").startswith("DOWN"), 5)
+        for _ in range(4):
+            assert greeting(host).startswith("220 be1 ")
+        # Nor when be1 refuses too: the client is refused, be2 gets nothing.
+        stop_relay("be1")
+        refused = sequence(host, 2, timeout=10)
+        print(refused)
+        assert all(not answer.startswith("220") for answer, _ in refused), refused
+        after = sessions(host)
+        for backend in ("smtp", "submission"):
+            for server in ("be2", "be2-standby"):
+                assert after[(backend, server)] == before[(backend, server)], (backend, server)
+        assert after[("smtp", "be1-standby")] >= before[("smtp", "be1-standby")] + 4
     finally:
+        start_relay("be1")
         host.check_output("rm -f %s", FENCED)
         set_active("be1")
         assert_converged(converge())
@@ -274,3 +311,139 @@ def test_a_fenced_server_is_disabled_until_it_is_unfenced(host, be1_active):
     set_active("be2")
     assert wait_for(lambda: server_status(host, "smtp", "be2").startswith("UP"), 5), server_status(host, "smtp", "be2")
     assert wait_for(lambda: greeting(host).startswith("220 be2 "), 5)
+
+
+# Connects argv[3] times to argv[1]:argv[2], one after the other, each
+# waiting at most argv[4] s for the greeting, all within argv[5] s; prints
+# [greeting line, or "closed", "refused", "timeout", "error ...", seconds]
+# for each.
+SEQUENCE = """
+import json, socket, sys, time
+address, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+timeout, budget = float(sys.argv[4]), float(sys.argv[5])
+results, began = [], time.monotonic()
+for _ in range(count):
+    if time.monotonic() - began > budget:
+        break
+    start = time.monotonic()
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as s:
+            line = s.makefile("rb").readline().decode().strip() or "closed"
+    except ConnectionRefusedError:
+        line = "refused"
+    except TimeoutError:
+        line = "timeout"
+    except OSError as err:
+        line = f"error {err}"
+    results.append([line, round(time.monotonic() - start, 3)])
+print(json.dumps(results))
+"""
+
+RELAY_COMMAND = "systemd-run --unit=fake-relay /usr/local/bin/fake_relay.py %s 10025 10587"
+# Drops every packet from the balancer: to it, the relay's host is down
+# (connections and checks time out).
+HOST_DOWN = (
+    "nft add table inet molecule_down && "
+    "nft add chain inet molecule_down input '{ type filter hook input priority -10; policy accept; }' && "
+    f"nft add rule inet molecule_down input ip saddr {LB} drop"
+)
+
+
+def sequence(client, count, port=25, timeout=10, budget=150):
+    result = client.check_output(
+        "python3 -c %s %s %s %s %s %s", SEQUENCE, LB, str(port), str(count), str(timeout), str(budget)
+    )
+    return json.loads(result)
+
+
+def stop_relay(name):
+    """The relay's MTA is gone: its ports refuse connections, its agent still
+    answers 200 (on /active too, if it is active) as an agent that has not
+    noticed yet would."""
+    other(name).check_output("systemctl stop fake-relay")
+    assert other(name).run("python3 -c %s 127.0.0.1 10025", CONNECT).stdout.strip() == "refused"
+
+
+def start_relay(name):
+    backend = other(name)
+    if backend.run("systemctl is-active --quiet fake-relay").rc != 0:
+        backend.run("systemctl reset-failed fake-relay")
+        backend.check_output(RELAY_COMMAND, name)
+    assert wait_for(lambda: backend.run("python3 -c %s 127.0.0.1 10025", CONNECT).stdout.strip() == "open", 10)
+
+
+def all_up(host):
+    return all(
+        server_status(host, backend, server).startswith("UP")
+        for backend in ("smtp", "submission")
+        for server in ("be1", "be1-standby", "be2-standby")
+    )
+
+
+def test_normal_operation_uses_the_active_relay_only(host, be1_active):
+    # The standby entries are up (their MTAs are healthy) and yet unused.
+    assert wait_for(lambda: all_up(host), 10)
+    before = sessions(host)
+    for _ in range(10):
+        assert greeting(host).startswith("220 be1 ")
+    for _ in range(5):
+        assert greeting(host, port=587).startswith("220 be1 ")
+    after = sessions(host)
+    expected = {key: 0 for key in before}
+    expected[("smtp", "be1")] = 10
+    expected[("submission", "be1")] = 5
+    assert {key: after[key] - before[key] for key in before} == expected
+
+
+def test_a_refusing_active_relay_is_covered_by_the_standby(host, be1_active):
+    """The active relay's MTA dies (connections refused at once) while its
+    agent still answers 200 on /active: no client through the balancer is
+    refused, the standby answers every connection."""
+    assert wait_for(lambda: all_up(host), 10)
+    try:
+        stop_relay("be1")
+        for port in (25, 587):
+            results = sequence(host, 50, port=port)
+            print(port, results)
+            assert len(results) == 50, results
+            assert all(line.startswith("220 be2 ") for line, _ in results), results
+            print(f"port {port}: slowest greeting after {max(seconds for _, seconds in results)} s")
+        # The agent never said otherwise: be1 keeps being tried, and is
+        # marked down again by every failed connection.
+        assert other("be1").file("/run/active").exists
+    finally:
+        start_relay("be1")
+    assert wait_for(lambda: greeting(host).startswith("220 be1 "), 10)
+
+
+def test_a_host_that_went_down_is_covered_by_the_standby(host, be1_active):
+    """The active relay's host stops answering (connections and checks time
+    out): no client through the balancer is refused."""
+    assert wait_for(lambda: all_up(host), 10)
+    try:
+        other("be1").check_output(HOST_DOWN)
+        results = sequence(host, 50)
+        print(results)
+        assert len(results) == 50, results
+        assert all(line.startswith("220 be2 ") for line, _ in results), results
+        print(f"slowest greeting after {max(seconds for _, seconds in results)} s")
+        assert server_status(host, "smtp", "be1").startswith("DOWN")
+        assert server_status(host, "smtp", "be1-standby").startswith("DOWN")
+    finally:
+        other("be1").run("nft delete table inet molecule_down")
+    assert wait_for(lambda: greeting(host).startswith("220 be1 "), 10)
+
+
+def test_the_standby_fallback_can_be_switched_off(host, be1_active):
+    try:
+        assert_converged(converge(haproxy_standby_fallback=False))
+        config = host.file(CONFIG).content_string
+        assert "-standby" not in config and " backup" not in config
+        assert "option httpchk GET /active\n" in config
+        host.check_output("haproxy -c -f %s", CONFIG)
+        assert "be1-standby" not in api(host, "show stat")
+        assert wait_for(lambda: server_status(host, "smtp", "be1").startswith("UP"), 5)
+        assert greeting(host).startswith("220 be1 ")
+    finally:
+        assert_converged(converge())
+    assert "server be1-standby " in host.file(CONFIG).content_string
