@@ -96,7 +96,8 @@ class Sampler(threading.Thread):
     def first_balancer_switch(self, after: float, to: str) -> float | None:
         for at, servers in self.balancer:
             if at >= after and str(servers.get(to, "")).startswith("UP"):
-                others = [n for n, s in servers.items() if n != to and str(s).startswith("UP")]
+                # The relays' own servers only: their backups are up all along.
+                others = [n for n in self.pair.nodes if n != to and str(servers.get(n, "")).startswith("UP")]
                 if not others:
                     return at
         return None

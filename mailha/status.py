@@ -23,6 +23,8 @@ from mailha.pair import Pair
 HEALTHY, DEGRADED, CRITICAL = "healthy", "degraded", "critical"
 # HAProxy's status of a server whose health check a switch turned off.
 LB_PINNED = "no check"
+# The backup server of each relay (roles/haproxy, haproxy_standby_fallback).
+LB_STANDBY_SUFFIX = "-standby"
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, CRITICAL: 2}
 
 
@@ -298,7 +300,9 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
         if holder != primary:
             add(DEGRADED, f"{holder} is active but {primary} is the primary: failed over; 'mailha failback' returns")
         if t.balancer["error"] is None:
-            states = t.balancer["servers"]
+            # The relays' own servers; "<relay>-standby" backups (used only
+            # while no relay is up) do not count as sending.
+            states = {n.name: t.balancer["servers"].get(n.name, "ABSENT") for n in t.nodes}
             if not str(states.get(holder, "")).startswith(("UP", LB_PINNED)):
                 add(DEGRADED, f"the load balancer does not send to the active node {holder} ({states.get(holder)})")
             others = [n for n, s in states.items() if n != holder and str(s).startswith(("UP", LB_PINNED))]
@@ -306,9 +310,10 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
                 add(DEGRADED, f"the load balancer also sends to {', '.join(others)}, which is not active")
     if t.balancer["error"] is None:
         for name in sorted(fenced):
-            state = str(t.balancer["servers"].get(name, "ABSENT"))
-            if not state.startswith(("MAINT", "ABSENT")):
-                add(CRITICAL, f"the load balancer has not disabled the isolated {name} ({state})")
+            for server in (name, f"{name}{LB_STANDBY_SUFFIX}"):
+                state = str(t.balancer["servers"].get(server, "ABSENT"))
+                if not state.startswith(("MAINT", "ABSENT")):
+                    add(CRITICAL, f"the load balancer has not disabled the isolated {server} ({state})")
     if t.balancer["error"] is not None:
         add(DEGRADED, f"load balancer statistics unreadable: {t.balancer['error']}")
     if t.dns["error"] is not None:

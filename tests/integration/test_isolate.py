@@ -84,6 +84,7 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
     assert view["holders"] == [survivor]
     assert next(n for n in view["nodes"] if n["name"] == suspect)["isolated"] is not None
     assert view["balancer"]["servers"][suspect].startswith("MAINT")
+    assert view["balancer"]["servers"][f"{suspect}-standby"].startswith("MAINT")
     failback = cli("failback", "--yes")
     assert failback.returncode != 0 and "isolated" in failback.stderr
     handover = cli("queue", "handover", "--node", suspect)

@@ -24,8 +24,9 @@ from tests.integration.labtools import wait_for
 pytestmark = pytest.mark.lab
 
 ROUTE_FILE = "/etc/postfix/mailha_role_transport"
-# The sink's SMTP server pauses this long before it answers each client: its
-# deliveries stay in flight, so the source's active queue cannot empty.
+# The sink pauses this long before it answers each message's DATA (per
+# message, whatever connection reuse): the relay's deliveries stay in
+# flight, so the source's active queue cannot empty.
 SLOW_RECEIVER_SECONDS = 25
 
 
@@ -79,12 +80,12 @@ class SlowReceiver:
         self.lab = lab
 
     def __enter__(self):
-        self.lab.exec("sink", "postconf", "-e", f"smtpd_client_restrictions=sleep {SLOW_RECEIVER_SECONDS}, permit")
+        self.lab.exec("sink", "postconf", "-e", f"smtpd_data_restrictions=sleep {SLOW_RECEIVER_SECONDS}, permit")
         self.lab.exec("sink", "postfix", "reload")
         return self
 
     def __exit__(self, *_exc):
-        self.lab.exec("sink", "postconf", "-e", "smtpd_client_restrictions=")
+        self.lab.exec("sink", "postconf", "-e", "smtpd_data_restrictions=")
         self.lab.exec("sink", "postfix", "reload")
 
 

@@ -237,3 +237,15 @@ def test_agent_answers_with_bad_new_fields_are_unreadable(field, value, why):
     }
     answer = SimpleNamespace(reachable=True, error=None, status=200, document=document)
     assert status.agent_status(answer) == (None, f"answer unreadable: {field} is not {why.split(' is not ')[-1]}")
+
+
+def test_the_relays_backup_servers_at_the_load_balancer_do_not_count_as_sending():
+    t = topology(**HEALTHY_PAIR)
+    t.balancer["servers"].update({"mx1-standby": "UP", "mx2-standby": "UP"})
+    assert status.assess(t, deferred_warning=100) == []
+    # An isolated relay's backup must be disabled too.
+    fenced = node("mx2", lb="MAINT", isolated={"since": "now", "reason": "test"})
+    t = topology(HEALTHY_PAIR["mx1"], fenced)
+    t.balancer["servers"].update({"mx1-standby": "UP", "mx2-standby": "UP"})
+    problems = [p["problem"] for p in status.assess(t, deferred_warning=100)]
+    assert "the load balancer has not disabled the isolated mx2-standby (UP)" in problems
