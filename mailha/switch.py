@@ -184,6 +184,13 @@ def echo_retry(echo: Callable[[str], None], every: int = 5) -> Callable[[str, st
     return show
 
 
+def end_dry_run(outcome: SwitchOutcome, as_json: bool, echo: Callable[[str], None]) -> None:
+    outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
+    echo(outcome.message)
+    if as_json:
+        click.echo(outcome.to_json())
+
+
 def check_and_plan(
     pair: Pair,
     playbook: Path,
@@ -211,10 +218,7 @@ def check_and_plan(
     for line in plan:
         echo(f"  {line}")
     if dry_run:
-        outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
-        echo(outcome.message)
-        if as_json:
-            click.echo(outcome.to_json())
+        end_dry_run(outcome, as_json, echo)
         return False
     if not yes and not confirm(question):
         raise MailhaError("aborted: nothing was changed")
@@ -318,10 +322,7 @@ def reconcile(
     echo(f"\n{command}: {target} holds the floating IP, but a switch did not finish: {'; '.join(left)}.")
     echo("Plan: route each relay by the floating IP, favour its holder, return the load balancer to its checks.")
     if dry_run:
-        outcome.result, outcome.message = "dry-run", "dry run: nothing was changed"
-        echo(outcome.message)
-        if as_json:
-            click.echo(outcome.to_json())
+        end_dry_run(outcome, as_json, echo)
         return outcome
     record = Record(command=command, reason=reason or "finish an interrupted switch", environment=pair.environment)
     record.details = {"target": target, "mode": "reconcile", "unfinished": left}
