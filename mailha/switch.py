@@ -176,9 +176,9 @@ def echo_retry(echo: Callable[[str], None], every: int = 5) -> Callable[[str, st
         if attempt % every:
             return
         lines = res.get("stdout_lines")
-        # The quiesce lists the queue files still in delivery.
-        files = isinstance(lines, list) and lines and all(str(line).startswith("/") for line in lines)
-        what = f"{len(lines)} still in delivery, " if files else ""
+        # The quiesce lists the delivery sessions still open, one per line.
+        counted = "in flight" in name and isinstance(lines, list)
+        what = f"{len(lines)} still in delivery, " if counted else ""
         echo(f"         waiting ({host}): {what}attempt {attempt} of {retries}")
 
     return show
