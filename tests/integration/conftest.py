@@ -40,6 +40,17 @@ def cli(tmp_path_factory):
     return run
 
 
+def fail_back_to_primary(lab, cli, hold_down: float = 31) -> None:
+    """Make mx1 active again, waiting out the failback hold-down if a test just switched."""
+    for _ in range(3):
+        if lab.active() == "mx1":
+            return
+        result = cli("failback", "--yes", "--reason", "test setup")
+        if result.returncode != 0 and "hold-down" in result.stdout + result.stderr:
+            time.sleep(hold_down)
+    assert lab.active() == "mx1", "cannot fail back to mx1"
+
+
 @pytest.fixture(scope="module")
 def on_primary(lab, cli):
     """Start from mx1 active: an earlier test may have left the floating IP on mx2."""

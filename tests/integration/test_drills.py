@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
+from tests.integration.conftest import fail_back_to_primary
 from tests.integration.labtools import wait_for
 
 pytestmark = pytest.mark.lab
@@ -19,13 +19,7 @@ def steady(lab, cli):
     for host in lab.mail:
         lab.podman.podman("start", lab.container(host))
     cli("queue", "handover")  # refused when none is pending
-    for _ in range(3):
-        if lab.active() == "mx1":
-            break
-        result = cli("failback", "--yes", "--reason", "drill test setup")
-        if result.returncode != 0 and "hold-down" in result.stdout + result.stderr:
-            time.sleep(31)
-    assert lab.active() == "mx1"
+    fail_back_to_primary(lab, cli)
     wait_for(lambda: json.loads(cli("status", "--output", "json").stdout)["verdict"] == "healthy", 120, 1, "healthy")
 
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from mailha.traffic import Target, TrafficGenerator, accepted_ids
-from tests.integration.conftest import INVENTORY, MAILHA
+from tests.integration.conftest import INVENTORY, MAILHA, fail_back_to_primary
 from tests.integration.labtools import wait_for
 
 pytestmark = pytest.mark.lab
@@ -98,22 +98,12 @@ class SlowReceiver:
             self.lab.exec(relay, "postfix", "reload")
 
 
-def back_to_primary(lab, cli) -> None:
-    for _ in range(3):
-        if lab.active() == "mx1":
-            return
-        result = cli("failback", "--yes", "--reason", "test setup")
-        if result.returncode != 0 and "hold-down" in result.stdout + result.stderr:
-            time.sleep(31)
-    assert lab.active() == "mx1", "cannot fail back to mx1"
-
-
 @pytest.fixture(autouse=True)
 def from_the_primary(lab, cli):
     """Each test starts with mx1 active, whatever the one before it left."""
     lab.exec("sink", "postconf", "-e", "smtpd_data_restrictions=")
     lab.exec("sink", "postfix", "reload")
-    back_to_primary(lab, cli)
+    fail_back_to_primary(lab, cli)
 
 
 @pytest.mark.parametrize(
