@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from mailha import drill_report
 from mailha.traffic import Target, TrafficGenerator, accepted_ids
 from tests.integration.conftest import INVENTORY, MAILHA, fail_back_to_primary
 from tests.integration.labtools import wait_for
@@ -53,15 +54,30 @@ def assert_in_order(lab, cli, holder: str) -> None:
     assert not [p for p in status["problems"] if "did not finish" in p["problem"]], status["problems"]
 
 
-def assert_delivered_once(lab, attempts, what: str) -> None:
+def cut_in_flight(lab, since: float, counts) -> set[str]:
+    """Duplicates whose first copy's 250 never reached a relay (RFC 1047), from the relays' logs."""
+    journal = ["journalctl", "-q", "-o", "cat", f"--since=@{int(since)}", "SYSLOG_FACILITY=2"]
+    logs = [lab.exec(host, *journal, check=False).stdout for host in lab.mail]
+    internal = [lab.hosts[host]["mailha_address"] for host in lab.mail] + [lab.floating_ip]
+    return drill_report.cut_in_flight(logs, counts, internal)
+
+
+def assert_delivered_once(lab, attempts, what: str, cut_since: float | None = None) -> None:
+    """Every acknowledged message arrived, exactly once; with `cut_since`, copies
+    the relays' logs show a fault cut in flight since then are counted, not failed."""
     acknowledged = accepted_ids(attempts)
     counts = lab.wait_delivered(acknowledged, timeout=180)
     duplicated = [mid for mid, n in counts.items() if n > 1]
     lost = [mid for mid in acknowledged if counts.get(mid, 0) == 0]
     refused = [a for a in attempts if not a.accepted]
-    print(f"\n{what}: {len(attempts)} submitted, {len(acknowledged)} acknowledged, {len(refused)} refused")
+    cut = cut_in_flight(lab, cut_since, counts) if cut_since is not None and duplicated else set()
+    print(
+        f"\n{what}: {len(attempts)} submitted, {len(acknowledged)} acknowledged, {len(refused)} refused, "
+        f"{len(duplicated)} duplicated ({len(cut)} cut in flight)"
+    )
     assert acknowledged, "no traffic was acknowledged"
-    assert not lost and not duplicated, (lost[:3], duplicated[:3])
+    assert not lost, lost[:3]
+    assert set(duplicated) <= cut, sorted(set(duplicated) - cut)[:3]
 
 
 def traffic(lab, seconds: float = 240) -> TrafficGenerator:
@@ -185,6 +201,7 @@ def test_a_switch_killed_during_the_quiesce_is_shown_and_undone(lab, cli):
 def test_fast_vrrp_flaps_leave_each_relay_routed_by_the_floating_ip(lab, cli):
     """20 transitions in quick succession: keepalived's notify scripts may run
     out of order, the route must still follow the address."""
+    since = time.time()
     generator = traffic(lab, seconds=120)
     try:
         for _ in range(20):
@@ -198,4 +215,7 @@ def test_fast_vrrp_flaps_leave_each_relay_routed_by_the_floating_ip(lab, cli):
     holder = lab.active()
     peer = next(h for h in lab.mail if h != holder)
     wait_for(lambda: route(lab, holder) == "direct" and route(lab, peer) == "hand-over", 30, what="routes")
-    assert_delivered_once(lab, attempts, "20 VRRP flaps")
+    # A delivery the address left in the middle of (after its data, before
+    # the receiver's 250) may arrive twice (RFC 1047): such copies must be
+    # the ones the relays' logs show cut, any other duplicate fails.
+    assert_delivered_once(lab, attempts, "20 VRRP flaps", cut_since=since)
