@@ -245,6 +245,25 @@ def agent_status(answer: probes.HttpJson) -> tuple[dict[str, Any] | None, str]:
     return {key: document.get(key) for key in AGENT_FIELDS}, ""
 
 
+INTERRUPTED = "a switch did not finish; 'mailha failover' completes it, 'mailha failback' undoes it"
+
+
+def switch_leftovers(n: NodeView) -> list[tuple[str, str]]:
+    """(severity, finding) for each thing an interrupted switch left on this relay:
+    its mail held, the load balancer pinned to it (health check off) or draining it.
+    A fenced relay is left that way on purpose."""
+    if n.isolated is not None:
+        return []
+    found = []
+    if n.route == "hold":
+        found.append((CRITICAL, f"{n.name} holds its mail (nothing it queues is sent)"))
+    if n.balancer_state == LB_PINNED:
+        found.append((DEGRADED, f"the load balancer is pinned to {n.name}, its health check off"))
+    elif n.balancer_state.startswith("DRAIN"):
+        found.append((DEGRADED, f"{n.name} is drained at the load balancer"))
+    return found
+
+
 def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
     """The problems an operator must know about, most severe first."""
     problems: list[dict[str, str]] = []
@@ -283,13 +302,8 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
             add(DEGRADED, f"{n.name} (standby) MTA does not greet: {n.smtp_detail}")
         if n.drained:
             add(DEGRADED, f"{n.name} is drained at its health agent")
-        interrupted = "a switch did not finish; 'mailha failover' completes it, 'mailha failback' undoes it"
-        if n.route == "hold":
-            add(CRITICAL, f"{n.name} holds its mail (nothing it queues is sent): {interrupted}")
-        if n.balancer_state == LB_PINNED:
-            add(DEGRADED, f"the load balancer is pinned to {n.name}, its health check off: {interrupted}")
-        elif n.balancer_state.startswith("DRAIN"):
-            add(DEGRADED, f"{n.name} is drained at the load balancer: {interrupted}")
+        for severity, finding in switch_leftovers(n):
+            add(severity, f"{finding}: {INTERRUPTED}")
         if n.queue and n.queue.get("deferred", 0) > deferred_warning:
             add(DEGRADED, f"{n.name} has {n.queue['deferred']} deferred messages")
         if n.name not in t.holders and n.queue and sum(n.queue.values()) > 0 and n.agent_ok:

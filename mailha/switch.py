@@ -89,19 +89,8 @@ def last_switch_age(log: AuditLog) -> float | None:
 
 
 def unfinished(topology: status_mod.Topology) -> list[str]:
-    """What an interrupted switch left behind: a relay holding its mail, the load
-    balancer pinned to a relay (health check off) or a relay drained at it."""
-    found = []
-    for n in topology.nodes:
-        if n.isolated is not None:
-            continue  # fenced on purpose
-        if n.route == "hold":
-            found.append(f"{n.name} holds its mail")
-        if n.balancer_state == status_mod.LB_PINNED:
-            found.append(f"the load balancer is pinned to {n.name}")
-        elif n.balancer_state.startswith("DRAIN"):
-            found.append(f"{n.name} is drained at the load balancer")
-    return found
+    """What an interrupted switch left behind (status.switch_leftovers of each relay)."""
+    return [finding for n in topology.nodes for _severity, finding in status_mod.switch_leftovers(n)]
 
 
 def choose(pair: Pair, command: str, topology: status_mod.Topology, mode: str) -> tuple[str, str, str]:
@@ -252,7 +241,7 @@ def run_switch(
         echo(status_mod.render_table(before))
         target, source, mode = choose(pair, command, before, mode)
         if mode == "reconcile":
-            return reconcile(pair, command, reason, before, target, dry_run=dry_run, as_json=as_json, echo=echo)
+            return reconcile(pair, command, reason, before, target, log, dry_run=dry_run, as_json=as_json, echo=echo)
         fencing.refuse_if_isolated(pair, target, command)
         if command == "failback":
             refuse_failback(pair, before, target, log)
@@ -310,6 +299,7 @@ def reconcile(
     reason: str,
     before: status_mod.Topology,
     target: str,
+    log: AuditLog,
     *,
     dry_run: bool,
     as_json: bool,
@@ -342,7 +332,7 @@ def reconcile(
     else:
         outcome.result = record.result = "failed"
         outcome.message = f"{command}: putting the pair in order failed: {result.failure}"
-    return finish(pair, outcome, record, AuditLog(pair.state_dir), f"{target} is active and in order", as_json, echo)
+    return finish(pair, outcome, record, log, f"{target} is active and in order", as_json, echo)
 
 
 def finish(
@@ -381,6 +371,7 @@ def _conclude(pair: Pair, outcome: SwitchOutcome, record: Record, result: Playbo
     record.details["failure"] = result.failure
     if any(s.name.startswith(RESCUE_PREFIX) for s in result.steps):
         # switch.yml's rescue put the pair in order: the holder is active.
+        # Read before finish() shows the topology, which names the designated primary.
         holders = status_mod.gather(pair).holders
         if len(holders) == 1:
             pair.set_designated_primary(holders[0])
