@@ -191,6 +191,9 @@ class Drill:
             switch_mod.run_switch(
                 self.pair, "failover", "drill manual-failover", yes=True, dry_run=False, echo=self.quiet
             )
+        # The fault's command has returned: the fault is in place. Between
+        # the two events it was being made (a host takes a moment to stop).
+        self.event("fault_in_place")
 
     def restore(self, failed: str) -> None:
         target = self.hosts.targets[failed]

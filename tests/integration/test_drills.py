@@ -46,14 +46,14 @@ def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, steady, tmp_path
     print(f"refused by target: {refused}")
     if scenario in ("mta-crash", "host-down"):
         # The load balancer retries a failed connection on the standby: no
-        # session it opens after the fault is refused (the floating IP's
-        # clients keep a short outage). A session already open through it
-        # when the host dies is cut with the host: nothing can retry that.
-        fault_at = next(e["at"] for e in report["timeline"]["events"] if e["name"] == "fault_injected")
+        # session it opens once the fault is in place is refused (the
+        # floating IP's clients keep a short outage). A session open on the
+        # host while it stops is cut with it: nothing can retry that.
+        in_place = next(e["at"] for e in report["timeline"]["events"] if e["name"] == "fault_in_place")
         after_fault = [
             a
             for a in report["attempts"]
-            if a["target"] == f"{lab.balancer}:25" and a["code"] != 250 and a["started"] >= fault_at
+            if a["target"] == f"{lab.balancer}:25" and a["code"] != 250 and a["started"] >= in_place
         ]
         assert not after_fault, after_fault
     if scenario == "mta-crash":
