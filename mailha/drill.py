@@ -93,6 +93,14 @@ class Sampler(threading.Thread):
         self.stop_event.set()
         self.join(timeout=5)
 
+    def first_balancer_leave(self, after: float, failed: str) -> float | None:
+        """When the load balancer first showed the failed relay's server not
+        UP (its check saw the fault): it sends no new session there since."""
+        for at, servers in self.balancer:
+            if at >= after and failed in servers and not str(servers[failed]).startswith("UP"):
+                return at
+        return None
+
     def first_balancer_switch(self, after: float, to: str) -> float | None:
         for at, servers in self.balancer:
             if at >= after and str(servers.get(to, "")).startswith("UP"):
@@ -388,6 +396,9 @@ class Drill:
         after = sorted(a.finished for a in attempts if a.accepted and a.started >= fault_at and a.node == standby)
         if after:
             self.event("first_accept_from_standby", after[0])
+        left = sampler.first_balancer_leave(fault_at, active)
+        if left:
+            self.event("balancer_left_failed", left)
         switched = sampler.first_balancer_switch(fault_at, standby)
         if switched:
             self.event("balancer_switched", switched)

@@ -45,15 +45,20 @@ def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, steady, tmp_path
     refused = figures["refused_by_target"]
     print(f"refused by target: {refused}")
     if scenario in ("mta-crash", "host-down"):
-        # The load balancer retries a failed connection on the standby: no
-        # session it opens once the fault is in place is refused (the
-        # floating IP's clients keep a short outage). A session open on the
-        # host while it stops is cut with it: nothing can retry that.
-        in_place = next(e["at"] for e in report["timeline"]["events"] if e["name"] == "fault_in_place")
+        # The load balancer retries a failed connection on the standby. A
+        # session it sent to the failed relay before its check saw the fault
+        # can be cut or stranded there (a dying Postfix's listener accepts
+        # until systemd has killed the master's last children): nothing can
+        # retry that. No session it opens once its check has seen the fault
+        # is refused (the floating IP's clients keep a short outage).
+        events = {e["name"]: e["at"] for e in report["timeline"]["events"]}
+        assert "balancer_left_failed" in events, events
         after_fault = [
             a
             for a in report["attempts"]
-            if a["target"] == f"{lab.balancer}:25" and a["code"] != 250 and a["started"] >= in_place
+            if a["target"] == f"{lab.balancer}:25"
+            and a["code"] != 250
+            and a["started"] >= events["balancer_left_failed"]
         ]
         assert not after_fault, after_fault
     if scenario == "mta-crash":
