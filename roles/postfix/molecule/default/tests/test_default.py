@@ -556,3 +556,54 @@ def test_bad_destination_groups_are_refused_before_anything_changes(host, groups
     assert message in process.stdout + process.stderr, process.stdout[-3000:] + process.stderr[-2000:]
     assert re.search(r"^molecule-postfix\s*:.* changed=0 ", process.stdout, re.MULTILINE), process.stdout[-1000:]
     assert (host.file(DESTINATIONS).sha256sum, host.file("/etc/postfix/main.cf").sha256sum) == before
+
+
+# Holds one SMTP session open on argv[1]:25, so that an smtpd child is busy
+# (and holds the listening socket) while the master is killed; then reports
+# how the session ended and whether a new connection is refused.
+ORPHANED_SESSION = """
+import json, socket, subprocess, sys, time
+session = socket.create_connection((sys.argv[1], 25), timeout=10)
+reader = session.makefile("rb")
+reader.readline()
+session.sendall(b"EHLO orphan.test\\r\\n")
+while reader.readline()[3:4] == b"-":
+    pass
+subprocess.run(["pkill", "-KILL", "-f", "/usr/lib/postfix/sbin/master"], check=True)
+state = "active"
+for _ in range(100):
+    unit = subprocess.run(["systemctl", "is-active", "postfix@-.service"], capture_output=True, text=True)
+    state = unit.stdout.strip()
+    if state not in ("active", "deactivating"):
+        break
+    time.sleep(0.1)
+try:
+    session.sendall(b"NOOP\\r\\n")
+    cut = reader.readline() == b""
+except OSError:
+    cut = True
+try:
+    socket.create_connection((sys.argv[1], 25), timeout=3).close()
+    new = "open"
+except ConnectionRefusedError:
+    new = "refused"
+print(json.dumps({"state": state, "cut": cut, "new": new}))
+"""
+
+
+def test_a_dead_masters_orphans_release_the_listening_sockets(host):
+    since = host.check_output("date +%s")
+    try:
+        result = json.loads(host.check_output("python3 -c %s %s", ORPHANED_SESSION, RELAY))
+        assert result == {"state": "failed", "cut": True, "new": "refused"}, result
+        log = host.check_output(f"journalctl -q -o cat --no-pager --since @{since} -u postfix@-.service")
+        assert "the Postfix master is gone: killed the smtpd processes it left" in log, log
+        assert host.run("pgrep -x smtpd").rc == 1
+    finally:
+        host.run_expect([0], "systemctl restart postfix@-.service")
+    # An ordinary stop (the master alive) leaves its children to the master.
+    since = host.check_output("date +%s")
+    host.run_expect([0], "systemctl restart postfix@-.service")
+    log = host.check_output(f"journalctl -q -o cat --no-pager --since @{since} -u postfix@-.service")
+    assert "master is gone" not in log, log
+    assert host.check_output("postfix status 2>&1; echo rc=$?").endswith("rc=0")
