@@ -296,7 +296,7 @@ class Drill:
         try:
             time.sleep(min(3.0, settings.duration / 3))
             self.step(f"inject {settings.scenario} on {active}", lambda: self.inject(active))
-            fault_at = self.events[-1]["at"]
+            fault_at = next(e["at"] for e in reversed(self.events) if e["name"] == "fault_injected")
             if settings.scenario == "vrrp-blocked":
                 # The standby hears no advert and turns MASTER beside the
                 # active relay; the pair must settle on one holder by itself.
