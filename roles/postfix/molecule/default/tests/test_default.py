@@ -188,6 +188,7 @@ def test_master_cf(host):
     # A hand-over never bounces acknowledged mail (see master.cf).
     assert "relay/unix/soft_bounce = yes" in options
     assert "relay/unix/smtp_data_done_timeout = 20s" in options
+    assert "relay/unix/smtp_starttls_timeout = 20s" in options
     for port in (10025, 10587):
         assert f"{RELAY}:{port}/inet/smtpd_upstream_proxy_protocol = haproxy" in options
     assert f"{RELAY}:10587/inet/smtpd_tls_security_level = encrypt" in options
