@@ -1,0 +1,77 @@
+"""Postfix's queue counts, one definition for every reader.
+
+The counts (queue_details) are files per queue directory, recursively, for
+all five queues: maildrop, incoming, active, deferred, hold. Postfix marks a
+queue file complete by setting its owner execute bit (cleanup in incoming,
+postdrop in maildrop). A file in incoming or maildrop without it is one its
+writer was still writing (or died writing: a crash leaves them behind); its
+client never got a 250, so it is not a queued message and is not counted.
+
+Two sums of them:
+- total: every message on the relay (the health check's max_queue, the
+  agent's /status, `mailha status`);
+- pending: total without the hold queue, the messages Postfix sends by
+  itself. A flush ("postqueue -f") never sends held mail (only an operator
+  releases it, postsuper -H), so the hand-over waits for pending to reach 0,
+  not total: it would wait for held mail forever.
+
+Before this definition the agent skipped maildrop and the hand-over skipped
+hold (playbooks/tasks/handover.yml); maildrop is normally empty within
+milliseconds (pickup moves it), so the agent's numbers only gain a key.
+"""
+
+import os
+import stat
+import time
+
+QUEUE_DIRECTORY = "/var/spool/postfix"
+QUEUE_NAMES = ("maildrop", "incoming", "active", "deferred", "hold")
+# Queues whose files are counted only when complete (owner execute bit).
+COMPLETE_ONLY = ("maildrop", "incoming")
+HELD = ("hold",)
+
+
+def queue_details(queue_directory=QUEUE_DIRECTORY, now=None):
+    """Files per queue (recursive; complete ones only in maildrop and
+    incoming) and the age in seconds of the oldest file among them (None
+    when all are empty)."""
+    counts = {}
+    oldest = None
+    for name in QUEUE_NAMES:
+        counts[name] = 0
+        pending = [os.path.join(queue_directory, name)]
+        while pending:
+            path = pending.pop()
+            try:
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                            continue
+                        try:
+                            info = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue  # delivered while we looked
+                        if name in COMPLETE_ONLY and not info.st_mode & stat.S_IXUSR:
+                            continue
+                        counts[name] += 1
+                        oldest = info.st_mtime if oldest is None else min(oldest, info.st_mtime)
+            except FileNotFoundError:
+                continue
+    age = None if oldest is None else max(0.0, round((now or time.time()) - oldest, 1))
+    return counts, age
+
+
+def total(counts):
+    """Every message on the relay."""
+    return sum(counts.values())
+
+
+def pending(counts):
+    """The messages Postfix sends by itself: all but the hold queue's."""
+    return sum(number for name, number in counts.items() if name not in HELD)
+
+
+def count_queue(queue_directory=QUEUE_DIRECTORY):
+    """total() of the queue counts."""
+    return total(queue_details(queue_directory)[0])
