@@ -38,6 +38,7 @@ from pathlib import Path
 
 from mailha import lab, load, pair, probes, status
 from mailha.errors import MailhaError
+from mailha.node import vrrp
 from mailha.traffic import Target, new_run_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ PATHS = {"lb": "load balancer", "fip": "floating IP", "direct": "direct"}
 # Postfix's virtual(8) names Maildir files "<seconds>.V<dev>I<inode>M<microseconds>.<host>".
 MAILDIR_NAME = re.compile(r"^(\d+)\.V[0-9a-f]+I[0-9a-f]+M(\d+)\.")
 MILTER_SETTINGS = ("smtpd_milters", "non_smtpd_milters")
-VRRP_LOG = "/var/log/mailha/vrrp-transitions.log"  # keepalived_notify_log
+VRRP_LOG = vrrp.LOG_FILE  # keepalived_notify_log
 
 
 @dataclass(frozen=True)

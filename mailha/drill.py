@@ -29,6 +29,7 @@ from mailha import switch as switch_mod
 from mailha.audit import AuditLog, Record, Step, now_iso
 from mailha.errors import MailhaError
 from mailha.lab import MASTER_PROCESS, PodmanHosts, RecipientSide, recipient_side
+from mailha.node import vrrp
 from mailha.pair import Pair
 from mailha.traffic import Target, TrafficGenerator, build_message, message_id, new_run_id, submit
 
@@ -167,17 +168,14 @@ class Drill:
         return topology
 
     def vrrp_log(self, target: str) -> list[tuple[float, str]]:
-        log = "/var/log/mailha/vrrp-transitions.log"
-        out = self.hosts.exec(target, "tail", "-n", "200", log, check=False).stdout
+        """(epoch seconds, state) of the last 200 transitions the relay logged
+        (mailha.node.vrrp reads the notify script's line format)."""
+        out = self.hosts.exec(target, "tail", "-n", "200", vrrp.LOG_FILE, check=False).stdout
         entries = []
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) >= 3:
-                try:
-                    at = datetime.fromisoformat(fields[0].replace("Z", "+00:00")).timestamp()
-                except ValueError:
-                    continue
-                entries.append((at, fields[2].upper()))
+        for transition in vrrp.parse_transitions(out):
+            at = transition.timestamp()
+            if at is not None:
+                entries.append((at, transition.state))
         return entries
 
     # -- faults ----------------------------------------------------------

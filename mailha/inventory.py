@@ -7,10 +7,7 @@ so the playbooks never depend on how the hosts were built.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import yaml
 
 from mailha import names
 from mailha.errors import BadInput
+from mailha.node.files import replace_file
 
 CONNECTIONS = {
     "podman": "containers.podman.podman",
@@ -196,17 +194,7 @@ def write(inventory: dict[str, Any], path: Path) -> bool:
     try:
         if path.is_file() and path.read_bytes() == text.encode():
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hosts.", suffix=".yml")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_file(str(path), text, mode=0o644)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
         raise BadInput(

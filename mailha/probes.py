@@ -6,12 +6,10 @@ Every probe is bounded by a timeout and returns a result instead of raising.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import http.client
 import io
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +17,8 @@ from dataclasses import dataclass
 
 import dns.exception
 import dns.resolver
+
+from mailha.node import smtp as node_smtp
 
 
 @dataclass
@@ -41,20 +41,17 @@ def poll(predicate, timeout: float, interval: float):
 
 
 def smtp_greeting(host: str, port: int = 25, timeout: float = 1.0) -> SmtpProbe:
-    """Read the greeting: healthy means a 220 line within `timeout` seconds."""
+    """Read the greeting: healthy means a whole 220 reply within `timeout` seconds.
+
+    The relays' own health check judges the greeting with the same code
+    (mailha.node.smtp), so `mailha status` and the node agree on what a
+    greeting is."""
     began = time.monotonic()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(max(0.05, timeout - (time.monotonic() - began)))
-            line = sock.makefile("rb").readline(512).decode(errors="replace").strip()
-            with contextlib.suppress(OSError):
-                sock.sendall(b"QUIT\r\n")
-    except OSError as exc:
-        return SmtpProbe(False, time.monotonic() - began, f"{type(exc).__name__}: {exc}")
-    elapsed = time.monotonic() - began
-    if line.startswith("220"):
-        return SmtpProbe(True, elapsed, line)
-    return SmtpProbe(False, elapsed, line or "connection closed without a greeting")
+        seconds, line = node_smtp.greet(host, port, timeout)
+    except node_smtp.SmtpFailure as exc:
+        return SmtpProbe(False, time.monotonic() - began, str(exc))
+    return SmtpProbe(True, seconds, line)
 
 
 # Far more than a health agent's /status or HAProxy's CSV: a bigger answer is refused unread.

@@ -3,6 +3,7 @@ the commands that replaced shell scripts (route choice, route file, VRRP log
 line, notify hooks, release), with fakes for every command they run."""
 
 import ast
+import contextlib
 import datetime
 import io
 import json
@@ -406,3 +407,46 @@ def test_the_sink_index_reads_its_maildir_from_its_settings(tmp_path, monkeypatc
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert sink_index.run([]) == 0
     assert json.loads(sys.stdout.getvalue())["subject"] == "hi"
+
+
+# -- the greeting probe, shared with the controller ------------------------
+
+
+@pytest.fixture()
+def greeter():
+    """A loopback server that sends `greeting` to each connection."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    state = {"greeting": b"220 mta ESMTP\r\n"}
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(state["greeting"])
+                conn.settimeout(1)
+                with contextlib.suppress(OSError):
+                    conn.recv(64)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], state
+    server.close()
+
+
+def test_the_controller_probe_and_the_node_agree_on_a_greeting(greeter):
+    from mailha import probes
+
+    port, state = greeter
+    state["greeting"] = b"220-mta.example ESMTP\r\n220 second line\r\n"
+    probe = probes.smtp_greeting("127.0.0.1", port, 1.0)
+    assert probe.ok and probe.detail == "220 second line"
+    state["greeting"] = b"554 go away\r\n"
+    probe = probes.smtp_greeting("127.0.0.1", port, 1.0)
+    assert not probe.ok and "greeting was not 220" in probe.detail and "554 go away" in probe.detail
+    closed = probes.smtp_greeting("127.0.0.1", 1, 0.5)
+    assert not closed.ok and "connect to 127.0.0.1:1 failed" in closed.detail
