@@ -48,6 +48,11 @@ def queue_details(queue_directory=QUEUE_DIRECTORY, now=None):
                         if entry.is_dir(follow_symlinks=False):
                             pending.append(entry.path)
                             continue
+                        # Postfix moves files between these directories while
+                        # they are read: a file gone between its listing and
+                        # its stat is skipped, never an error (the hand-over's
+                        # find failed with "No such file or directory" on the
+                        # lab before it ignored such races).
                         try:
                             info = entry.stat(follow_symlinks=False)
                         except FileNotFoundError:
