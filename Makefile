@@ -84,6 +84,10 @@ molecule-failover: image ## The multi-node failover scenario (kills the primary'
 	  podman network create --internal --subnet 10.213.1.0/24 mailha-molecule >/dev/null
 	molecule test -s failover
 
+.PHONY: node-package
+node-package: ## Build the relays' zipapp (mailha/node) into build/mailha-node.pyz
+	python3 -m mailha.node.build --output build/mailha-node.pyz
+
 .PHONY: unit
 unit: deps ## Unit tests (no lab needed)
 	pytest tests/unit $(PYTEST_ARGS)
