@@ -16,6 +16,7 @@ from mailha import __version__, drill_report, isolation, terraform
 from mailha import drill as drill_mod
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
+from mailha import preflight as preflight_mod
 from mailha import queue as queue_mod
 from mailha import status as status_mod
 from mailha import switch as switch_mod
@@ -100,6 +101,33 @@ def status_command(inventory_path: Path, output_format: str) -> None:
     render = status_mod.render_json if output_format == "json" else status_mod.render_table
     click.echo(render(topology))
     raise SystemExit(topology.exit_code)
+
+
+@main.command("preflight")
+@inventory_option
+@output_option
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    type=click.Choice(preflight_mod.CHECKS),
+    help="Run only this check (repeat for more); default: every check.",
+)
+def preflight_command(inventory_path: Path, output_format: str, checks: tuple[str, ...]) -> None:
+    """Could the standby take over without the mail landing in spam? Changes nothing.
+
+    For the floating IP and each relay: reverse DNS, SPF, DKIM, DMARC,
+    blocklists, the TLS certificate on 25 and 587, the relays' settings,
+    packages and signing keys compared, queue, spool and clocks. Each result
+    is pass, warn or fail, with the reason and the fix.
+
+    Exit code: 0 every check passes, 1 warnings, 2 a failure or a preflight
+    that could not run (bad input, no answer from the name server).
+    """
+    report = preflight_mod.run(pair_mod.load(inventory_path), checks or preflight_mod.CHECKS)
+    render = preflight_mod.render_json if output_format == "json" else preflight_mod.render_table
+    click.echo(render(report))
+    raise SystemExit(report.exit_code)
 
 
 def _switch_options(function):

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import dkim
-import dns.resolver
 
 from mailha import drill_report, probes
 from mailha import status as status_mod
@@ -414,9 +413,7 @@ class Drill:
 
     def check_dkim(self, attempts, entries: dict[str, dict], standby: str, sample: int = 10) -> dict[str, bool]:
         """Verify the DKIM signature of up to `sample` messages the standby accepted."""
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [self.pair.nameserver]
-        resolver.lifetime = 3
+        resolver = probes.resolver(self.pair.nameserver, timeout=3)
 
         def dnsfunc(name, timeout=5):
             name = name.decode() if isinstance(name, bytes) else name

@@ -41,7 +41,22 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_drill_max_outage_seconds": 2.0,
     "mailha_drill_max_lost": 0,
     "mailha_drill_max_duplicated": 0,
+    # The campaign sender domain (SPF, DKIM, DMARC); the roles read it too.
+    "mailha_sender_domain": "",
+    # mailha preflight (README, "Preflight").
+    "mailha_preflight_resolver": "",
+    "mailha_preflight_dnsbl_zones": [],
+    "mailha_preflight_tls_warning_days": 21,
+    "mailha_preflight_queue_age_warning_seconds": 3600,
+    "mailha_preflight_spool_free_warning_mb": 1024,
+    "mailha_preflight_clock_offset_warning_seconds": 1.0,
 }
+
+# The selector OpenDKIM signs with until `failover --isolate` rotates the key
+# and records the new one in the secrets directory (group_vars/all/main.yml
+# makes the same choice for the roles).
+DKIM_SELECTOR_FILE = "dkim-selector"
+DEFAULT_DKIM_SELECTOR = "mailha"
 
 TSIG_ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
 MAIL_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}@(.+)")
@@ -61,6 +76,13 @@ def _mail_address(value: str) -> str | None:
     return "must be a mail address such as postmaster@example.net"
 
 
+def _dns_names(value: list) -> str | None:
+    for item in value:
+        if names.dns_name_problem(item) is not None:
+            return f"must be a list of DNS names ({names.DNS_NAME_RULE}); {names.shown(item)} is not one"
+    return None
+
+
 # What each setting the CLI reads may hold beyond its type: the names go into
 # file paths (the TSIG key file), DNS updates and the test message.
 SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
@@ -77,6 +99,13 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "mailha_drill_max_outage_seconds": _between(0, 3600),
     "mailha_drill_max_lost": _between(0, 10**9),
     "mailha_drill_max_duplicated": _between(0, 10**9),
+    "mailha_sender_domain": lambda v: None if v == "" else names.dns_name_problem(v),
+    "mailha_preflight_resolver": lambda v: None if v == "" else names.address_problem(v),
+    "mailha_preflight_dnsbl_zones": _dns_names,
+    "mailha_preflight_tls_warning_days": _between(0, 3650),
+    "mailha_preflight_queue_age_warning_seconds": _between(0, 10**9),
+    "mailha_preflight_spool_free_warning_mb": _between(0, 10**9),
+    "mailha_preflight_clock_offset_warning_seconds": _between(0, 86400),
 }
 
 
@@ -168,6 +197,19 @@ class Pair:
         except OSError:
             raise BadInput(f"the greeting tag key {path} is missing; run 'make provision' first") from None
         return {names.node_tag(key, name): name for name in self.nodes}
+
+    def dkim_selector(self) -> str:
+        """The DKIM selector in use: the one a key rotation recorded, else the default."""
+        path = self.secrets_dir / DKIM_SELECTOR_FILE
+        try:
+            selector = path.read_text().strip()
+        except FileNotFoundError:
+            return DEFAULT_DKIM_SELECTOR
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read the DKIM selector {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        if names.dns_name_problem(selector) is not None:
+            raise BadInput(f"the DKIM selector in {path} is {names.shown(selector)}; it must be {names.DNS_NAME_RULE}")
+        return selector
 
     def tsig_secret(self) -> str:
         path = self.secrets_dir / f"tsig-{self.settings['mailha_tsig_key_name']}.key"

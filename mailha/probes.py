@@ -13,7 +13,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.exception
 import dns.resolver
@@ -146,12 +146,56 @@ def haproxy_servers(stats_url: str, timeout: float = 1.0) -> dict[str, str] | st
     return servers
 
 
+def resolver(nameserver: str, timeout: float = 1.0, port: int = 53) -> dns.resolver.Resolver:
+    """A resolver that asks `nameserver` only (not the host's resolv.conf), each lookup bounded by `timeout`."""
+    answering = dns.resolver.Resolver(configure=False)
+    answering.port = port  # before the name servers, which take the port when they are set
+    answering.nameservers = [nameserver]
+    answering.lifetime = timeout
+    return answering
+
+
+@dataclass
+class DnsAnswer:
+    """One lookup's outcome: records, or why there are none.
+
+    A name that does not exist (nxdomain) and a name without records of that
+    type (nodata) are answers; a timeout, SERVFAIL or REFUSED is an error,
+    which says nothing about the records."""
+
+    status: str  # ok, nxdomain, nodata or error
+    records: list = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def void(self) -> bool:
+        return self.status in ("nxdomain", "nodata")
+
+
+def dns_lookup(answering: dns.resolver.Resolver, name: str, rdtype: str) -> DnsAnswer:
+    """Look `name` up; never raises."""
+    try:
+        answer = answering.resolve(name, rdtype, search=False, raise_on_no_answer=False)
+    except dns.resolver.NXDOMAIN:
+        return DnsAnswer("nxdomain")
+    except dns.resolver.LifetimeTimeout:
+        return DnsAnswer("error", error=f"no answer within {answering.lifetime:g}s")
+    except dns.resolver.NoNameservers as exc:
+        # SERVFAIL, REFUSED and the like: dnspython names each server's answer.
+        errors = exc.kwargs.get("errors") or []
+        answers = sorted({str(e[3]) for e in errors if len(e) > 3 and e[3] is not None}) or [str(exc)]
+        return DnsAnswer("error", error="; ".join(answers)[:200])
+    except (dns.exception.DNSException, ValueError) as exc:
+        return DnsAnswer("error", error=f"{type(exc).__name__}: {exc}"[:200])
+    if answer.rrset is None:
+        return DnsAnswer("nodata")
+    return DnsAnswer("ok", list(answer.rrset))
+
+
 def dns_a(name: str, nameserver: str, timeout: float = 1.0) -> list[str] | str:
     """A records of `name` at the authoritative server, or an error text."""
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [nameserver]
-    resolver.lifetime = timeout
+    answering = resolver(nameserver, timeout)
     try:
-        return sorted(r.address for r in resolver.resolve(name, "A"))
+        return sorted(r.address for r in answering.resolve(name, "A"))
     except (dns.exception.DNSException, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,16 @@ OUTPUT_PREFIX = "Report:"
 
 
 @dataclass
+class HostReport:
+    """A "Report: ..." task's standard output on one host, and when the task
+    ran there by the controller's clock (ansible-runner's start and end)."""
+
+    stdout: str
+    started: datetime | None = None
+    ended: datetime | None = None
+
+
+@dataclass
 class PlaybookResult:
     status: str
     rc: int
@@ -35,6 +46,8 @@ class PlaybookResult:
     # Standard output of the tasks named "Report: ...", by task name: what a
     # playbook hands back to the CLI (a queue listing, for example).
     reports: dict[str, str] = field(default_factory=dict)
+    # The same, per host: {task name: {host: HostReport}}, for a task every host runs.
+    host_reports: dict[str, dict[str, HostReport]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +70,19 @@ def _message(res: dict[str, Any]) -> str:
     return "failed"
 
 
+def _event_time(value: Any) -> datetime | None:
+    """ansible-runner's ISO 8601 times (UTC), aware; None when absent or unreadable."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 # on_retry(task, host, attempt, retries, result): a task retried `until` a
 # condition holds (waits that can take minutes), after each failed attempt.
 RetryCallback = Callable[[str, str, int, int, dict[str, Any]], None]
@@ -71,6 +97,7 @@ class _Progress:
         self.failure = ""
         self.unreachable: list[str] = []
         self.reports: dict[str, str] = {}
+        self.host_reports: dict[str, dict[str, HostReport]] = {}
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -96,6 +123,9 @@ class _Progress:
                 self._record(name, kind, host, res, failed)
             if kind == "runner_on_ok" and name.startswith(OUTPUT_PREFIX):
                 self.reports[name] = str(res.get("stdout", ""))
+                self.host_reports.setdefault(name, {})[host] = HostReport(
+                    str(res.get("stdout", "")), _event_time(data.get("start")), _event_time(data.get("end"))
+                )
         return True
 
     def _record(self, name: str, kind: str, host: str, res: dict, failed: bool) -> None:
@@ -159,4 +189,5 @@ def run_playbook(
         failure=failure,
         unreachable=sorted(set(progress.unreachable)),
         reports=progress.reports,
+        host_reports=progress.host_reports,
     )
