@@ -8,6 +8,8 @@ into quoted strings of at most 255 bytes, as RFC 1035 requires.
 
 from __future__ import annotations
 
+import ipaddress
+
 # Record types whose data ends with a domain name.
 _NAME_TARGETS = {"CNAME": 0, "NS": 0, "PTR": 0, "MX": 1}
 
@@ -75,10 +77,22 @@ def bind_rrset_keys(rrsets: list[dict]) -> list[str]:
     return sorted({f"{rr['owner']} {rr['type']}" for rr in rrsets})
 
 
+def bind_blocklist_records(addresses: list[str], reason: str) -> list[dict]:
+    """A DNS blocklist's records (RFC 5782) for IPv4 addresses, relative to its zone:
+    the address reversed octet by octet, answering 127.0.0.2 with the reason as TXT."""
+    records = []
+    for address in addresses:
+        owner = ".".join(reversed(str(ipaddress.IPv4Address(address)).split(".")))
+        records.append({"name": owner, "type": "A", "value": "127.0.0.2"})
+        records.append({"name": owner, "type": "TXT", "value": reason})
+    return records
+
+
 class FilterModule:
     def filters(self):
         return {
             "bind_origin": bind_origin,
             "bind_rrsets": bind_rrsets,
             "bind_rrset_keys": bind_rrset_keys,
+            "bind_blocklist_records": bind_blocklist_records,
         }

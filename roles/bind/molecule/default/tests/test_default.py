@@ -33,7 +33,7 @@ def test_named_runs_and_listens(host):
 
 def test_configuration_and_zones_are_valid(host):
     host.check_output("named-checkconf /etc/bind/named.conf")
-    for zone in ("mailha.test", "inbox.test", "1.213.10.in-addr.arpa"):
+    for zone in ("mailha.test", "inbox.test", "1.213.10.in-addr.arpa", "bl.mailha.test"):
         # -j: the zone as named serves it, journal included.
         host.check_output("named-checkzone -j %s /var/lib/bind/%s.db", zone, zone)
 
@@ -77,6 +77,18 @@ def test_long_txt_comes_back_whole(host):
     assert len(strings) == 2
     assert all(len(s) <= 255 for s in strings)
     assert "".join(strings) == LONG_TXT
+
+
+def test_test_blocklist_lists_its_test_entry_with_a_reason(host):
+    assert dig(host, "2.0.0.127.bl.mailha.test", "A") == "127.0.0.2"
+    assert "RFC 5782 test entry" in dig(host, "2.0.0.127.bl.mailha.test", "TXT")
+
+
+def test_test_blocklist_lists_nothing_else(host):
+    out = host.check_output("dig +norecurse @%s 1.0.0.127.bl.mailha.test A", SERVER)
+    assert "status: NXDOMAIN" in out
+    # Answered from its own zone (its SOA), not from mailha.test it sits in.
+    assert out.split("AUTHORITY SECTION:")[1].split()[0] == "bl.mailha.test."
 
 
 def test_recursion_is_refused(host):
