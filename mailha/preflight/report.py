@@ -86,8 +86,8 @@ def run(
     *,
     now: datetime | None = None,
     resolver: dns.resolver.Resolver | None = None,
-    collect_facts: Callable[[Pair, float], Mapping[str, facts.RelayFacts]] = facts.collect,
-    check_tls: Callable[..., list[Result]] = tls.check_relay,
+    collect_facts: Callable[[Pair, float], Mapping[str, facts.RelayFacts]] | None = None,
+    check_tls: Callable[..., list[Result]] | None = None,
 ) -> Report:
     """Every selected check, in CHECKS order; the checks that need DNS, TLS and the
     relays' facts run side by side. `resolver`, `collect_facts` and `check_tls`
@@ -103,6 +103,8 @@ def run(
             "mailha_sender_domain is not set in group_vars/all/mailha.yml; SPF, DKIM and DMARC are checked for it"
         )
     now = now or datetime.now(UTC)
+    collect_facts = collect_facts or facts.collect
+    check_tls = check_tls or tls.check_relay
     probe_timeout = float(settings["mailha_probe_timeout"])
     resolver_address = settings["mailha_preflight_resolver"] or pair.nameserver
     if resolver is None:

@@ -92,6 +92,10 @@ def parse(text: str, domain: str) -> list[Term]:
                 four, six = "", cidr[2:]
             term.cidr4 = int(four) if four else None
             term.cidr6 = int(six) if six else None
+            if name in ("ip4", "ip6") and "//" in cidr:
+                raise SpfError(PERMERROR, f"{domain}: {word!r}: a dual prefix length is for a and mx only")
+            if name == "ip6":  # its one prefix length is an IPv6 one
+                term.cidr4, term.cidr6 = None, term.cidr4
             if (term.cidr4 is not None and term.cidr4 > 32) or (term.cidr6 is not None and term.cidr6 > 128):
                 raise SpfError(PERMERROR, f"{domain}: {word!r} has a prefix length out of range")
         needs_argument = name in ("include", "exists", "ip4", "ip6")
@@ -127,7 +131,6 @@ class _Evaluation:
         self.voids = 0
         self.chain: list[str] = []
         self.trace: list[str] = []
-        self.matched = ""
         self.tree_lookups = 0
 
     # DNS -----------------------------------------------------------------
@@ -220,7 +223,8 @@ class _Evaluation:
         return ".".join(self.ip.exploded.replace(":", ""))
 
     # Evaluation ----------------------------------------------------------
-    def check_host(self, domain: str) -> str:
+    def check_host(self, domain: str) -> tuple[str, str]:
+        """(result, the term that decided it, e.g. "ip4:10.213.0.96/28 in _spf.example.test")."""
         if domain.lower() in self.chain:
             raise SpfError(PERMERROR, f"loop: {' -> '.join([*self.chain, domain.lower()])}")
         self.chain.append(domain.lower())
@@ -228,55 +232,57 @@ class _Evaluation:
             text = self.record(domain)
             if text is None:
                 self.trace.append(f"{domain}: no SPF record")
-                return NONE
+                return NONE, ""
             self.trace.append(f"{domain}: {text}")
             terms = parse(text, domain)
             mechanisms = [t for t in terms if not t.modifier]
             redirect = next((t for t in terms if t.modifier and t.name == "redirect"), None)
             for term in mechanisms:
-                if self.matches(term, domain):
+                matched, inner = self.matches(term, domain)
+                if matched:
                     result = QUALIFIERS[term.qualifier]
-                    if not self.matched:
-                        self.matched = f"{term.text} in {domain}"
                     self.trace.append(f"{domain}: {term.text} matches: {result}")
-                    return result
+                    return result, inner or f"{term.text} in {domain}"
             # RFC 7208 section 6.1: redirect= is ignored when the record has "all".
             if redirect is not None and not any(t.name == "all" for t in mechanisms):
                 self.count(redirect, domain)
                 target = self.expand(redirect.argument or "", domain)
                 self.trace.append(f"{domain}: nothing matched, redirect={target}")
-                result = self.check_host(target)
+                result, decided = self.check_host(target)
                 if result == NONE:
                     raise SpfError(PERMERROR, f"{domain}: redirect={target} has no SPF record")
-                return result
+                return result, decided
             self.trace.append(f"{domain}: nothing matched: neutral")
-            return NEUTRAL
+            return NEUTRAL, ""
         finally:
             self.chain.pop()
 
-    def matches(self, term: Term, domain: str) -> bool:
+    def matches(self, term: Term, domain: str) -> tuple[bool, str]:
+        """Whether the term matches the client address, and for an include that
+        does, the term inside it that did."""
         if term.name == "all":
-            return True
+            return True, ""
         if term.name in ("ip4", "ip6"):
             network = _network(term, domain)
-            return self.ip.version == network.version and self.ip in network
+            return self.ip.version == network.version and self.ip in network, ""
         self.count(term, domain)
         target = self.expand(term.argument, domain) if term.argument else domain
         if term.name == "include":
-            result = self.check_host(target)
+            result, decided = self.check_host(target)
             if result == NONE:
                 raise SpfError(PERMERROR, f"{domain}: include:{target} has no SPF record")
-            return result == PASS_
+            return result == PASS_, decided
         if term.name == "a":
-            return self._in_any(self.addresses(target), term)
+            return self._in_any(self.addresses(target), term), ""
         if term.name == "mx":
             exchanges = [str(r.exchange).rstrip(".") for r in self.query(target, "MX")]
             if len(exchanges) > NAME_LIMIT:
                 raise SpfError(PERMERROR, f"{domain}: {term.text}: {target} has more than {NAME_LIMIT} MX names")
             # The exchanges' own address lookups are part of this term (RFC 7208 section 4.6.4).
-            return any(self._in_any(self.addresses(name, void_counts=False), term) for name in exchanges if name)
+            found = any(self._in_any(self.addresses(name, void_counts=False), term) for name in exchanges if name)
+            return found, ""
         if term.name == "exists":
-            return bool(self.query(target, "A"))
+            return bool(self.query(target, "A")), ""
         if term.name == "ptr":
             reverse = self.ip.reverse_pointer
             names = [str(r.target).rstrip(".").lower() for r in self.query(reverse, "PTR")][:NAME_LIMIT]
@@ -284,9 +290,9 @@ class _Evaluation:
                 if self.ip in self.addresses(name, void_counts=False) and (
                     name == target.lower() or name.endswith("." + target.lower())
                 ):
-                    return True
-            return False
-        return False  # pragma: no cover - parse() admits only the mechanisms above
+                    return True, ""
+            return False, ""
+        return False, ""  # pragma: no cover - parse() admits only the mechanisms above
 
     def _in_any(self, addresses: list, term: Term) -> bool:
         length = term.cidr4 if self.ip.version == 4 else term.cidr6
@@ -338,12 +344,12 @@ def evaluate(lookup: Lookup, ip: str, domain: str, *, sender: str = "", helo: st
     """check_host(ip, domain, sender) as a receiver runs it (RFC 7208 section 4)."""
     run = _Evaluation(lookup, ip, sender or f"postmaster@{domain}", helo or domain)
     try:
-        result = run.check_host(domain)
+        result, matched = run.check_host(domain)
         problem = ""
     except SpfError as exc:
-        result, problem = exc.result, exc.problem
+        result, matched, problem = exc.result, "", exc.problem
         run.trace.append(f"{exc.result}: {exc.problem}")
-    return SpfEvaluation(result, domain, run.matched, run.lookups, run.voids, problem, run.trace)
+    return SpfEvaluation(result, domain, matched, run.lookups, run.voids, problem, run.trace)
 
 
 def check(lookup: Lookup, ip: str, domain: str, *, subject: str, helo: str = "", identity: str = "") -> Result:

@@ -61,9 +61,12 @@ class LocalDnsServer:
 
     def add(self, name: str, rdtype: str, *values: str) -> LocalDnsServer:
         owner = self._name(name)
+        rdtype_value = dns.rdatatype.from_text(rdtype)
+        # A value that is not valid record data fails here, in the test, not in the server's thread.
+        dns.rrset.from_text_list(owner, 300, dns.rdataclass.IN, rdtype_value, list(values))
         with self._lock:
             self.names.add(owner)
-            self.records[(owner, dns.rdatatype.from_text(rdtype))].extend(values)
+            self.records[(owner, rdtype_value)].extend(values)
         return self
 
     def fail(self, name: str, rcode: str) -> None:
