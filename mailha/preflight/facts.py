@@ -18,8 +18,9 @@ from decimal import Decimal, InvalidOperation
 
 from mailha import probes
 from mailha import status as status_mod
+from mailha.errors import MailhaError
 from mailha.pair import Pair
-from mailha.runner import HostReport, run_playbook
+from mailha.runner import HostReport, PlaybookResult, run_playbook
 
 PLAYBOOK = "relay-facts.yml"
 CLOCK_TASK = "Report: relay clock"
@@ -161,7 +162,10 @@ def _agent_queues(pair: Pair, timeout: float) -> dict[str, tuple[dict | None, st
 
 def collect(pair: Pair, timeout: float) -> dict[str, RelayFacts]:
     """Every relay's facts; a relay that cannot be read gets RelayFacts with `error` set."""
-    result = run_playbook(pair.repo_root / "playbooks" / PLAYBOOK, pair.inventory_path)
+    try:
+        result = run_playbook(pair.repo_root / "playbooks" / PLAYBOOK, pair.inventory_path)
+    except MailhaError as exc:  # ansible-playbook could not start: every relay unread, the DNS checks still count
+        result = PlaybookResult(status="error", rc=-1, failure=exc.message)
     facts_reports = result.host_reports.get(FACTS_TASK, {})
     clock_reports = result.host_reports.get(CLOCK_TASK, {})
     agents = _agent_queues(pair, timeout)

@@ -27,9 +27,10 @@ from cryptography.x509.oid import NameOID
 from mailha import inventory, probes
 from mailha import pair as pair_mod
 from mailha.cli import main
+from mailha.errors import MailhaError
 from mailha.preflight import dns_checks, facts, relays, report, spf, tls
 from mailha.preflight.result import FAIL, PASS, WARN, Result, exit_code
-from mailha.runner import _Progress
+from mailha.runner import HostReport, PlaybookResult, _Progress
 from tests.unit.dns_server import LocalDnsServer
 from tests.unit.test_bad_input import one_line_error
 from tests.unit.test_inventory import CONTRACT
@@ -713,6 +714,30 @@ def test_runner_keeps_each_hosts_report_and_when_it_ran():
     assert clock.relay == Decimal("1764676800.300000000")
     low, high = clock.offset_bounds()
     assert (round(low, 3), round(high, 3)) == (-0.2, 0.15)
+
+
+def test_relays_whose_facts_cannot_be_read_are_named(tmp_path, state, monkeypatch):
+    pair = pair_mod.load(write_inventory(tmp_path, LAB_SETTINGS))
+    monkeypatch.setattr(facts, "_agent_queues", lambda pair, timeout: {n: (None, "unreachable") for n in pair.nodes})
+
+    def mx2_unreachable(playbook, inventory_path):
+        assert playbook.name == "relay-facts.yml"
+        report = HostReport(facts_output("mx1"), NOW, NOW + dt.timedelta(seconds=0.3))
+        return PlaybookResult("failed", 4, unreachable=["mx2"], host_reports={facts.FACTS_TASK: {"mx1": report}})
+
+    monkeypatch.setattr(facts, "run_playbook", mx2_unreachable)
+    collected = facts.collect(pair, 1.0)
+    assert collected["mx1"].postconf["myhostname"] == "mta.mailha.test"
+    assert collected["mx1"].agent_problem == "health agent unreachable"
+    assert collected["mx2"].error == "unreachable (ansible)"
+
+    def cannot_start(playbook, inventory_path):
+        raise MailhaError("could not start ansible-playbook: no such file")
+
+    monkeypatch.setattr(facts, "run_playbook", cannot_start)
+    assert {f.error for f in facts.collect(pair, 1.0).values()} == {
+        "its facts could not be read: could not start ansible-playbook: no such file"
+    }
 
 
 # Parity ---------------------------------------------------------------------------------
