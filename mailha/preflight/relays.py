@@ -17,8 +17,9 @@ from mailha.preflight.result import FAIL, PASS, WARN, Result
 # postconf -n value that differs by design.
 PER_NODE_POSTCONF = ("smtpd_banner",)
 # keepalived.conf lines that differ by design: the priority, the initial
-# state, the node's own address and its peers.
-PER_NODE_KEEPALIVED = re.compile(r"^(priority|state|unicast_src_ip) ")
+# state (and the start-up delay of the intended BACKUP, which follows from
+# it), the node's own address and its peers.
+PER_NODE_KEEPALIVED = re.compile(r"^(priority|state|vrrp_startup_delay|unicast_src_ip) ")
 PACKAGES = ("postfix", "opendkim", "keepalived")
 # Postfix's own defaults, for a relay whose postconf does not say.
 DEFAULT_MESSAGE_SIZE_LIMIT = 10240000

@@ -575,7 +575,7 @@ InternalHosts\t\t/etc/opendkim/internal-hosts"""
 KEEPALIVED = """# Ansible managed
 global_defs {{
   enable_script_security
-  script_user root
+  script_user root{startup_delay}
 }}
 
 vrrp_instance mailha {{
@@ -617,7 +617,13 @@ def facts_output(
         "mx2": ("10.213.0.12", "10.213.0.11", 100, "0f9e8d7c6b"),
     }[node]
     keepalived = KEEPALIVED.format(
-        state="MASTER" if node == "mx1" else "BACKUP", advert=advert, priority=priority, address=address, peer=peer
+        state="MASTER" if node == "mx1" else "BACKUP",
+        # The intended BACKUP waits at start (roles/keepalived, nopreempt).
+        startup_delay="" if node == "mx1" else "\n  vrrp_startup_delay 2",
+        advert=advert,
+        priority=priority,
+        address=address,
+        peer=peer,
     )
     return "\n".join(
         [
