@@ -102,6 +102,8 @@ def run(
         raise BadInput(
             "mailha_sender_domain is not set in group_vars/all/mailha.yml; SPF, DKIM and DMARC are checked for it"
         )
+    # Read before anything starts: a bad selector file is one line, not a wait for the relays.
+    selector = pair.dkim_selector() if {"dkim", "dkim-keys"} & set(selected) else ""
     now = now or datetime.now(UTC)
     collect_facts = collect_facts or facts.collect
     check_tls = check_tls or tls.check_relay
@@ -134,7 +136,7 @@ def run(
         by_check: dict[str, list[Result]] = {check: [] for check in selected}
         published_key = None
         if "dkim" in selected or "dkim-keys" in selected:
-            dkim_result, published_key = dns_checks.dkim_record(lookup, pair.dkim_selector(), sender_domain)
+            dkim_result, published_key = dns_checks.dkim_record(lookup, selector, sender_domain)
             if "dkim" in selected:
                 by_check["dkim"] = [dkim_result]
         if "reverse-dns" in selected:
@@ -152,7 +154,7 @@ def run(
             by_check["tls"] += future.result()
         if relay_facts is not None:
             collected = relay_facts.result()
-            by_check.update(relay_checks(pair, selected, collected, published_key, sender_domain))
+            by_check.update(relay_checks(pair, selected, collected, published_key, selector, sender_domain))
             if "reverse-dns" in selected:
                 by_check["reverse-dns"] += helo_names(pair, collected)
     report = Report(pair.environment, pair.floating_ip, pair.sending_host, sender_domain, selected)
@@ -222,14 +224,13 @@ def relay_checks(
     selected: list[str],
     collected: Mapping[str, facts.RelayFacts],
     published_key: dns_checks.DkimKey | None,
+    selector: str,
     sender_domain: str,
 ) -> dict[str, list[Result]]:
     settings = pair.settings
     found: dict[str, list[Result]] = {}
     if "dkim-keys" in selected:
-        found["dkim-keys"] = relays.dkim_keys(
-            collected, published_key, selector=pair.dkim_selector(), domain=sender_domain
-        )
+        found["dkim-keys"] = relays.dkim_keys(collected, published_key, selector=selector, domain=sender_domain)
     if "parity" in selected:
         found["parity"] = relays.parity(collected)
     if "capacity" in selected:
