@@ -42,18 +42,31 @@ class LocalDnsServer:
         self.silent: set[dns.name.Name] = set()
         self.queries: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.bind(("127.0.0.1", 0))
+        self._udp, self._tcp = self._bind()
         self.port = self._udp.getsockname()[1]
-        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind(("127.0.0.1", self.port))
-        self._tcp.listen(8)
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._serve_udp, daemon=True),
             threading.Thread(target=self._serve_tcp, daemon=True),
         ]
+
+    @staticmethod
+    def _bind() -> tuple[socket.socket, socket.socket]:
+        """A UDP and a TCP socket on the same free port (a port free for UDP may be taken for TCP)."""
+        for _ in range(20):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            except OSError:
+                udp.close()
+                tcp.close()
+                continue
+            tcp.listen(8)
+            return udp, tcp
+        raise OSError("no port free for both UDP and TCP on 127.0.0.1")
 
     @staticmethod
     def _name(text: str) -> dns.name.Name:
