@@ -55,3 +55,17 @@ def parse_bool(text):
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"not a boolean: {text!r}")
+
+
+def parse_positive_float(text):
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def parse_positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value

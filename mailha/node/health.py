@@ -123,22 +123,8 @@ def _parse_non_negative_float(text):
     return value
 
 
-def _parse_positive_float(text):
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
 def _parse_ip_address(text):
     return str(ipaddress.ip_address(text.strip()))
-
-
-def _parse_positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
 
 
 def _parse_optional_ipv4(text):
@@ -203,8 +189,8 @@ def _check_split_brain(settings):
 _PARSERS = {
     "watch_interval": _parse_non_negative_float,
     "full_check_interval": _parse_non_negative_float,
-    "watch_fall": _parse_positive_int,
-    "watch_rise": _parse_positive_int,
+    "watch_fall": config.parse_positive_int,
+    "watch_rise": config.parse_positive_int,
     "smtp_port": int,
     "timeout": float,
     "full_check": _parse_bool,
@@ -212,13 +198,13 @@ _PARSERS = {
     "min_free_disk_mb": _parse_optional_int,
     "agent_port": int,
     "agent_bind_address": _parse_ip_address,
-    "agent_request_timeout": _parse_positive_float,
-    "agent_max_connections": _parse_positive_int,
+    "agent_request_timeout": config.parse_positive_float,
+    "agent_max_connections": config.parse_positive_int,
     "peer_agent_url": _parse_peer_url,
     "peer_address": _parse_optional_ipv4,
     "node_address": _parse_optional_ipv4,
     "vrrp_priority": _parse_vrrp_priority,
-    "vrrp_advert_interval": _parse_positive_float,
+    "vrrp_advert_interval": config.parse_positive_float,
 }
 
 

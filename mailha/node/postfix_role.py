@@ -75,24 +75,10 @@ def _parse_ipv4(text):
     return str(ipaddress.IPv4Address(text.strip()))
 
 
-def _parse_seconds(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _parse_positive_float(text):
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
-
-
 PARSERS = {
     "floating_ip": _parse_ipv4,
-    "flush_delay": _parse_seconds,
-    "lock_timeout": _parse_positive_float,
+    "flush_delay": config.parse_positive_int,
+    "lock_timeout": config.parse_positive_float,
 }
 
 
