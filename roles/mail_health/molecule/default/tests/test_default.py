@@ -185,7 +185,7 @@ def test_agent_status_document(host):
     assert document["healthy"] is True
     assert document["vrrp_state"] == "BACKUP"
     assert document["holds_floating_ip"] is False and document["active"] is False
-    assert set(document["queue"]) == {"active", "deferred", "incoming", "hold"}
+    assert set(document["queue"]) == {"maildrop", "incoming", "active", "deferred", "hold"}
     # The claim a peer would read; without a peer nothing is ever demoted.
     assert (document["vrrp_priority"], document["address"]) == (100, AGENT_ADDRESS)
     assert document["split_brain"] is False and document["demoted"] is False
