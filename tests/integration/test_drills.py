@@ -47,9 +47,9 @@ def test_drill_loses_nothing_and_reports_the_timeline(lab, cli, steady, tmp_path
     if scenario in ("mta-crash", "host-down"):
         # The load balancer retries a failed connection on the standby. A
         # session it sent to the failed relay before its check saw the fault
-        # can be cut or stranded there (a dying Postfix's listener accepts
-        # until systemd has killed the master's last children): nothing can
-        # retry that. No session it opens once its check has seen the fault
+        # can be cut or stranded there (a dead master's busy smtpd children
+        # keep its listener accepting until they exit; systemd does not see
+        # the master die): nothing can retry that. No session it opens once its check has seen the fault
         # is refused (the floating IP's clients keep a short outage).
         events = {e["name"]: e["at"] for e in report["timeline"]["events"]}
         assert "balancer_left_failed" in events, events
