@@ -38,10 +38,10 @@ older config) the demotion goes into track_file instead: 1 while the MTA
 failed or the node is demoted. A file is written when its value changes,
 and every file at start. keepalived's own vrrp_script stays the backstop: a
 file whose writer died keeps its last value, so the file only ever makes
-detection faster. A configured dry run
-(full_check) is rationed by run_checks itself: at most one every
-full_check_interval seconds across the watcher and keepalived's script,
-the greeting in between (mailha-health's header says why).
+detection faster. A configured dry run (full_check) is rationed by
+run_checks itself: at most one every full_check_interval seconds across
+the watcher and keepalived's script, the greeting in between
+(mailha-health's header says why).
 
 HAProxy sends mail only to a node whose /active answers, so no client may
 keep the agent from answering it. 300 half-sent requests from one outside
@@ -83,9 +83,9 @@ duplicate. The pair settles it by itself, the same way every time:
   advertisement from it arrived in the last 3 * vrrp_advert_interval + 1 s
   (one that arrives means VRRP gets through and keepalived settles it
   itself): the demotion's track file says 1, so keepalived goes to FAULT
-  and releases the floating IP at once (inotify), and /active answers 503 "demoted:
-  split brain, peer X holds the floating IP with a better claim", so
-  HAProxy stops at once too. The winner does nothing.
+  and releases the floating IP at once (inotify), and /active answers 503
+  "demoted: split brain, peer X holds the floating IP with a better
+  claim", so HAProxy stops at once too. The winner does nothing.
 - The node stays demoted while the peer holds the floating IP, is healthy
   and no advert of it arrives. An advert from the peer (VRRP is back:
   keepalived leaves FAULT as BACKUP, hears the MASTER and stays BACKUP),
