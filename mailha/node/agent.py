@@ -21,21 +21,27 @@ Exit codes (it never stops on its own while all is well):
 The checks are mailha-health's own code (imported, not copied) and its
 settings file /etc/mailha/health.conf (agent_bind_address, agent_port,
 agent_request_timeout, agent_max_connections, floating_ip, drain_file,
-watch_*, track_file, and for split brain peer_agent_url, peer_address,
-node_address, vrrp_priority, vrrp_priority_file, vrrp_advert_interval).
+watch_*, track_file, split_brain_track_file, and for split brain
+peer_agent_url, peer_address, node_address, vrrp_priority,
+vrrp_priority_file, vrrp_advert_interval).
 
 The watcher (watch_interval > 0) runs the check every watch_interval
 seconds. The endpoints answer from its latest verdict while that is fresh,
 so HAProxy can poll often without costing an SMTP session each time. With
 track_file set it also writes keepalived's track file: 1 after watch_fall
 failed checks in a row (keepalived puts the instance in FAULT at once,
-through inotify), 0 after watch_rise healthy ones; and 1 at once while the
-node is demoted for a split brain (below), whatever the MTA. keepalived's own
-vrrp_script stays the backstop: a file whose writer died keeps its last
-value, so the file only ever makes detection faster. A configured dry run
-(full_check) is rationed by run_checks itself: at most one every
-full_check_interval seconds across the watcher and keepalived's script,
-the greeting in between (mailha-health's header says why).
+through inotify), 0 after watch_rise healthy ones. The demotion for a split
+brain (below) goes to split_brain_track_file, 1 at once while the node is
+demoted, else 0, so keepalived can track the guard without the MTA watch (a
+correctness feature, not a timing). With split_brain_track_file empty (an
+older config) the demotion goes into track_file instead: 1 while the MTA
+failed or the node is demoted. A file is written when its value changes,
+and every file at start. keepalived's own vrrp_script stays the backstop: a
+file whose writer died keeps its last value, so the file only ever makes
+detection faster. A configured dry run (full_check) is rationed by
+run_checks itself: at most one every full_check_interval seconds across
+the watcher and keepalived's script, the greeting in between
+(mailha-health's header says why).
 
 HAProxy sends mail only to a node whose /active answers, so no client may
 keep the agent from answering it. 300 half-sent requests from one outside
@@ -76,16 +82,23 @@ duplicate. The pair settles it by itself, the same way every time:
   whose claim loses demotes itself when the peer is healthy and no VRRP
   advertisement from it arrived in the last 3 * vrrp_advert_interval + 1 s
   (one that arrives means VRRP gets through and keepalived settles it
-  itself): the track file says 1, so keepalived goes to FAULT and releases
-  the floating IP at once (inotify), and /active answers 503 "demoted:
-  split brain, peer X holds the floating IP with a better claim", so
-  HAProxy stops at once too. The winner does nothing.
+  itself): the demotion's track file says 1, so keepalived goes to FAULT
+  and releases the floating IP at once (inotify), and /active answers 503
+  "demoted: split brain, peer X holds the floating IP with a better
+  claim", so HAProxy stops at once too. The winner does nothing.
 - The node stays demoted while the peer holds the floating IP, is healthy
   and no advert of it arrives. An advert from the peer (VRRP is back:
   keepalived leaves FAULT as BACKUP, hears the MASTER and stays BACKUP),
   or a peer that lets the floating IP go, fails its check or stops
   answering (then VRRP, cut or not, lets this node take over) clears the
   demotion at once.
+- A restarted agent starts demoted when split_brain_track_file says 1 and
+  a peer is set, and its first poll decides again as above (stay demoted,
+  or clear). Starting from 0 would take keepalived out of FAULT and, VRRP
+  still cut, back to MASTER for a second split brain before the guard
+  demoted it again. Without a peer nothing could clear it: 0 at start. A
+  demotion folded into track_file cannot be told from an MTA failure; the
+  restarted watcher takes it for one (watch_rise healthy checks clear it).
 - Adverts are seen on a raw socket of IP protocol 112 (a thread): the
   kernel gives it a copy of every VRRP packet the input firewall accepts,
   whatever keepalived does with it; the peer's are those whose source is
@@ -130,6 +143,8 @@ IPPROTO_VRRP = 112
 PEER_TIMEOUT = 0.5
 # Our own /status is about 1 KB; a longer answer is not one.
 PEER_STATUS_LIMIT = 65536
+# The demotion a restarted agent starts from (was_demoted), until a poll decides.
+CARRIED_OVER = "split brain: this node was demoted when the agent started again"
 
 
 def log(text):
@@ -154,27 +169,36 @@ def write_track_value(path, value):
     files.replace_file(path, f"{value:d}\n", encoding="ascii")
 
 
+def was_demoted(settings):
+    """The demotion a restarted agent starts from (the header says why):
+    what split_brain_track_file says, when a peer is set."""
+    path = settings["split_brain_track_file"]
+    return bool(path and settings["peer_agent_url"]) and read_track_value(path) != 0
+
+
 class Watcher:
     """Check every `watch_interval` s; keep the latest findings; mirror them
-    into the track file with watch_fall / watch_rise hysteresis. serve()
-    runs it in a thread of its own."""
+    into the track file with watch_fall / watch_rise hysteresis, and the
+    split-brain guard's demotion into its own file (or, without one, into
+    the same). serve() runs it in a thread of its own."""
 
-    def __init__(self, settings, check=None, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, settings, check=None, clock=time.monotonic, sleep=time.sleep, demoted=False):
         self.settings = settings
         self.check = check or health.run_checks
         self.clock, self.sleep = clock, sleep
         self.lock = threading.Lock()
         self.latest = None  # (clock time, findings)
         self.track_file = settings["track_file"]
+        self.split_brain_track_file = settings["split_brain_track_file"]
         # Start from what the file says, so a restarted agent does not clear
         # a failure before the MTA has proved itself watch_rise times.
         self.failed = bool(self.track_file) and read_track_value(self.track_file) != 0
         self.streak = 0
-        # Set by the split-brain guard (from its thread): the track file says
-        # 1 while either the MTA failed or the node is demoted.
-        self.demoted = False
+        # Set by the split-brain guard (from its thread); at start, what
+        # was_demoted() found.
+        self.demoted = demoted
         self.track_lock = threading.Lock()
-        self.written = None
+        self.written = {}  # path: the value last written there
 
     def fresh(self):
         """The latest findings while they can stand for a new check, else None."""
@@ -205,33 +229,43 @@ class Watcher:
         return 1 if self.failed else 0
 
     def track_value(self):
-        """What keepalived must read: 1 while the MTA failed (with the
-        hysteresis above) or the node is demoted, else 0."""
-        return 1 if self.failed or self.demoted else 0
+        """What keepalived must read from track_file: 1 while the MTA failed
+        (with the hysteresis above), or, without split_brain_track_file,
+        while the node is demoted too; else 0."""
+        demoted = self.demoted and not self.split_brain_track_file
+        return 1 if self.failed or demoted else 0
+
+    def track_values(self):
+        """{path: value} of every file this agent writes."""
+        values = {}
+        if self.track_file:
+            values[self.track_file] = self.track_value()
+        if self.split_brain_track_file:
+            values[self.split_brain_track_file] = 1 if self.demoted else 0
+        return values
 
     def set_demoted(self, demoted):
-        """The guard's verdict; applies to the track file at once."""
+        """The guard's verdict; applies to its track file at once."""
         self.demoted = demoted
         self.sync_track()
 
     def sync_track(self, force=False):
-        """Write the track value when it differs from the last one written.
-        Both threads call it; whichever writes last has seen both causes."""
-        if not self.track_file:
-            return
+        """Write each file whose value differs from the last one written there
+        (every file with force). Both threads call it; whichever writes last
+        has seen both causes."""
         with self.track_lock:
-            value = self.track_value()
-            if value != self.written or force:
-                self.written = value
-                self._write_track(value)
+            for path, value in self.track_values().items():
+                if value != self.written.get(path) or force:
+                    self.written[path] = value
+                    self._write_track(path, value)
 
-    def _write_track(self, value):
+    def _write_track(self, path, value):
         # A track file that cannot be written costs keepalived its fast path,
         # not HAProxy its answers: the watcher goes on.
         try:
-            write_track_value(self.track_file, value)
+            write_track_value(path, value)
         except OSError as err:
-            log(f"cannot write {self.track_file}: {err}")
+            log(f"cannot write {path}: {err}")
 
     def run(self):
         """Check forever; returns (or raises) only on a bug, and serve() then exits."""
@@ -398,6 +432,7 @@ class SplitBrainGuard:
         on_change=None,
         clock=time.monotonic,
         sleep=time.sleep,
+        demoted=False,
     ):
         self.settings = settings
         self.url = settings["peer_agent_url"]
@@ -412,7 +447,9 @@ class SplitBrainGuard:
         self.on_change = on_change or (lambda demoted: None)
         self.clock, self.sleep = clock, sleep
         self.split_brain = False
-        self.demoted_reason = None
+        # A restarted agent may start demoted (was_demoted): the first poll
+        # keeps or clears it as for any demotion.
+        self.demoted_reason = CARRIED_OVER if demoted else None
 
     @property
     def demoted(self):
@@ -854,13 +891,16 @@ def main():
     except health.UsageError as err:
         log(str(err))
         return health.EXIT_USAGE
-    watcher = Watcher(settings) if settings["watch_interval"] > 0 else None
+    demoted = was_demoted(settings)
+    if demoted:
+        log(f"{settings['split_brain_track_file']} says demoted for a split brain: kept until the guard's poll")
+    watcher = Watcher(settings, demoted=demoted) if settings["watch_interval"] > 0 else None
     guard = None
     # load_config makes sure the watcher runs when a peer is set.
     if settings["peer_agent_url"] and watcher is not None:
         adverts = AdvertListener(health.peer_address(settings))
         adverts.start()
-        guard = SplitBrainGuard(settings, adverts=adverts, on_change=watcher.set_demoted)
+        guard = SplitBrainGuard(settings, adverts=adverts, on_change=watcher.set_demoted, demoted=demoted)
     try:
         server = AgentServer(settings, watcher, guard=guard)
     except OSError as err:

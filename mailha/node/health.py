@@ -89,6 +89,9 @@ DEFAULTS = {
     "watch_fall": 2,
     "watch_rise": 4,
     "track_file": "",
+    # The split-brain guard's demotion for keepalived, 1 while demoted ("" =
+    # folded into track_file, as before this setting existed).
+    "split_brain_track_file": "",
     # Split brain (mailha-health-agent's header): the peer's agent
     # ("" = no split-brain handling), this node's VRRP claim (keepalived's
     # priority, with its override file, and this node's own address, "" =
@@ -208,10 +211,18 @@ _PARSERS = {
 }
 
 
+def _check_track_files(settings):
+    """Two writers of one file would undo each other: a cleared demotion
+    would write 0 over a failed MTA's 1."""
+    if settings["track_file"] and settings["split_brain_track_file"] == settings["track_file"]:
+        raise UsageError("split_brain_track_file must not be track_file (leave it empty to share that file)")
+
+
 def load_config(path=CONFIG_FILE):
     """Defaults overlaid with the key=value file; a missing file is fine."""
     settings = config.load(path, DEFAULTS, _PARSERS)
     try:
+        _check_track_files(settings)
         _check_split_brain(settings)
     except UsageError as err:
         raise UsageError(f"{path}: {err}") from err

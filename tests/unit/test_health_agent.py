@@ -88,6 +88,23 @@ def test_settings_are_validated(agent, tmp_path):
     conf.write_text("watch_interval=0.2\nwatch_rise=3\ntrack_file=/run/mailha/mta-fault\n")
     loaded = agent.health.load_config(str(conf))
     assert (loaded["watch_interval"], loaded["watch_rise"], loaded["track_file"]) == (0.2, 3, "/run/mailha/mta-fault")
+    # An older health.conf has no split_brain_track_file: the demotion shares track_file.
+    assert loaded["split_brain_track_file"] == ""
+
+
+def test_the_split_brain_track_file_setting(agent, tmp_path):
+    conf = tmp_path / "health.conf"
+    conf.write_text("track_file=/run/mailha/mta-fault\nsplit_brain_track_file= /run/mailha/split-brain \n")
+    loaded = agent.health.load_config(str(conf))
+    assert loaded["track_file"] == "/run/mailha/mta-fault"
+    assert loaded["split_brain_track_file"] == "/run/mailha/split-brain"
+    # Without track_file the demotion file stands alone.
+    conf.write_text("track_file=\nsplit_brain_track_file=/run/mailha/split-brain\n")
+    assert agent.health.load_config(str(conf))["split_brain_track_file"] == "/run/mailha/split-brain"
+    # One file for both would let a cleared demotion write 0 over a failed MTA's 1.
+    conf.write_text("track_file=/run/mailha/mta-fault\nsplit_brain_track_file=/run/mailha/mta-fault\n")
+    with pytest.raises(agent.health.UsageError, match="split_brain_track_file must not be track_file"):
+        agent.health.load_config(str(conf))
 
 
 def test_queue_counts_skip_files_a_crash_left_half_written(agent, tmp_path):
@@ -685,6 +702,10 @@ class Node:
     def track_value(self):
         return self.track.read_text() if self.track.exists() else None
 
+    def split_value(self):
+        path = Path(self.settings["split_brain_track_file"])
+        return path.read_text() if path.exists() else None
+
     def active(self):
         """The /active answer's reason (None: 200), with a fresh healthy verdict."""
         self.watcher.latest = (self.clock(), HEALTHY)
@@ -1154,3 +1175,128 @@ def test_status_reports_how_postfix_routes_the_mail(agent, tmp_path, content, ex
         route_file.write_text(content)
     values = settings(agent, queue_directory=str(tmp_path), route_file=str(route_file))
     assert agent.status_document(values, HEALTHY, False, False, None)["route"] == expected
+
+
+def own_file_node(agent, tmp_path, document, **overrides):
+    """A Node whose demotion goes to split_brain_track_file, as the roles set it up."""
+    return Node(agent, tmp_path, document, split_brain_track_file=str(tmp_path / "split-brain"), **overrides)
+
+
+def test_with_its_own_file_a_demotion_leaves_the_mta_track_file_alone(agent, tmp_path):
+    node = own_file_node(agent, tmp_path, peer_status())
+    node.watcher.sync_track(force=True)  # as run() starts
+    assert (node.track_value(), node.split_value()) == ("0\n", "0\n")
+    node.guard.poll()
+    assert node.guard.demoted and (node.track_value(), node.split_value()) == ("0\n", "1\n")
+    # Staying demoted writes nothing more, to either file.
+    node.track.unlink()
+    node.holds_ip = False
+    for _ in range(5):
+        node.clock.now += 0.25
+        node.guard.poll()
+    assert node.guard.demoted and node.track_value() is None and node.split_value() == "1\n"
+    node.peer.document = peer_status(holds=False)
+    node.guard.poll()
+    assert not node.guard.demoted and node.track_value() is None and node.split_value() == "0\n"
+
+
+def test_with_its_own_file_an_mta_failure_writes_the_mta_track_file_only(agent, tmp_path):
+    node = own_file_node(agent, tmp_path, peer_status(), watch_fall=2, watch_rise=2)
+    watcher = node.watcher
+    watcher.sync_track(force=True)
+    for _ in range(2):
+        if watcher.observe(DOWN) is not None:
+            watcher.sync_track()
+    assert watcher.failed and (node.track_value(), node.split_value()) == ("1\n", "0\n")
+    # Demoted while the MTA failed, then the MTA recovers: each file follows its own cause.
+    node.guard.poll()
+    assert (node.track_value(), node.split_value()) == ("1\n", "1\n")
+    for _ in range(2):
+        if watcher.observe(HEALTHY) is not None:
+            watcher.sync_track()
+    assert node.guard.demoted and (node.track_value(), node.split_value()) == ("0\n", "1\n")
+    node.peer.document = peer_status(healthy=False)
+    node.guard.poll()
+    assert (node.track_value(), node.split_value()) == ("0\n", "0\n")
+
+
+def test_without_its_own_file_the_demotion_still_goes_into_the_track_file(agent, tmp_path):
+    node = Node(agent, tmp_path, peer_status())
+    node.watcher.sync_track(force=True)
+    node.guard.poll()
+    assert node.guard.demoted and node.track_value() == "1\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mta-fault"]
+
+
+def test_the_watcher_thread_writes_both_files_at_start(agent, tmp_path):
+    """run() writes every file at once, whatever was there: a stale 1 in the
+    demotion file of an agent without a peer would hold keepalived in FAULT."""
+    values = settings(agent, tmp_path / "mta-fault", split_brain_track_file=str(tmp_path / "split-brain"))
+    (tmp_path / "split-brain").write_text("1\n")
+    rounds = []
+
+    def stop(_seconds):
+        rounds.append(((tmp_path / "mta-fault").read_text(), (tmp_path / "split-brain").read_text()))
+        raise RuntimeError("stop")
+
+    assert not agent.was_demoted(values)  # no peer: nothing could clear it
+    watcher = agent.Watcher(values, check=lambda _settings: HEALTHY, sleep=stop, demoted=agent.was_demoted(values))
+    with pytest.raises(RuntimeError):
+        watcher.run()
+    assert rounds == [("0\n", "0\n")]
+
+
+def restarted(agent, tmp_path, document, **overrides):
+    """A Node whose agent just started again, as main() builds it."""
+    node = own_file_node(agent, tmp_path, document, **overrides)
+    demoted = agent.was_demoted(node.settings)
+    node.watcher = agent.Watcher(node.settings, clock=node.clock, demoted=demoted)
+    node.guard = agent.SplitBrainGuard(
+        node.settings,
+        fetch=node.peer,
+        holds_ip=lambda: node.holds_ip,
+        on_change=node.watcher.set_demoted,
+        clock=node.clock,
+        demoted=demoted,
+    )
+    node.watcher.sync_track(force=True)
+    return node
+
+
+def test_a_restarted_agent_keeps_a_demotion_until_its_guard_decides(agent, tmp_path, capsys):
+    (tmp_path / "split-brain").write_text("1\n")
+    # keepalived is in FAULT (the file said 1): this node does not hold the floating IP.
+    node = restarted(agent, tmp_path, peer_status(), holds_ip=False)
+    assert node.guard.demoted and node.split_value() == "1\n" and node.track_value() == "0\n"
+    assert node.active().startswith("demoted: split brain: this node was demoted")
+    # The peer still holds the floating IP, healthy, no advert: it stays.
+    node.guard.poll()
+    assert node.peer.asked == 1 and node.guard.demoted and node.split_value() == "1\n"
+    node.peer.document = peer_status(holds=False)
+    node.guard.poll()
+    assert not node.guard.demoted and node.split_value() == "0\n"
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"peer {MX1} does not hold the floating IP")
+
+
+def test_a_restarted_agent_drops_a_demotion_the_peer_no_longer_justifies(agent, tmp_path):
+    (tmp_path / "split-brain").write_text("1\n")
+    node = restarted(agent, tmp_path, ConnectionRefusedError("refused"), holds_ip=False)
+    assert node.guard.demoted
+    node.guard.poll()
+    assert not node.guard.demoted and node.split_value() == "0\n"
+
+
+def test_only_the_demotion_file_carries_a_demotion_over(agent, tmp_path):
+    (tmp_path / "split-brain").write_text("0\n")
+    assert not restarted(agent, tmp_path, peer_status()).guard.demoted
+    # Folded into track_file a demotion looks like an MTA failure: the
+    # restarted watcher starts failed, the guard not demoted.
+    (tmp_path / "mta-fault").write_text("1\n")
+    values = split_settings(agent, tmp_path)
+    assert not agent.was_demoted(values) and agent.Watcher(values).failed
+    # With its own file, the MTA file says nothing about the demotion.
+    values = split_settings(agent, tmp_path, split_brain_track_file=str(tmp_path / "split-brain"))
+    assert not agent.was_demoted(values) and agent.Watcher(values).failed
+    (tmp_path / "split-brain").write_text("1\n")
+    assert agent.was_demoted(values)
+    assert not agent.was_demoted(dict(values, peer_agent_url=""))
