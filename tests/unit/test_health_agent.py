@@ -404,9 +404,10 @@ def test_a_flood_from_one_client_displaces_its_own_connections(loopback):
 class SlowWatcher:
     """Holds each request in evaluate() until released, as a slow check would."""
 
-    def __init__(self):
+    def __init__(self, grade):
         self.inside = threading.Semaphore(0)
         self.release = threading.Event()
+        self.grade = lambda: grade
 
     def fresh(self):
         self.inside.release()
@@ -414,9 +415,9 @@ class SlowWatcher:
         return HEALTHY
 
 
-def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once(loopback):
+def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once(agent, loopback):
     start, connect = loopback
-    watcher = SlowWatcher()
+    watcher = SlowWatcher(agent.NO_GRADE)
     server = start(watcher=watcher, agent_max_connections=2, agent_request_timeout=60.0)
     try:
         busy = [connect(server, COMPLETE_REQUEST) for _ in range(2)]
