@@ -3,11 +3,15 @@
   GET /active   200 "active" only when this node holds the floating IP, its
                 MTA is healthy and it is not drained; otherwise 503 and a
                 one-line reason. HAProxy checks this, so HAProxy and VRRP
-                never disagree about the active node.
-  GET /health   200 / 503 from the health check alone.
-  GET /metrics  the same facts in the Prometheus text format.
+                never disagree about the active node. Degraded (below)
+                stays 200 unless failover_on_degraded.
+  GET /health   200 / 503 from the health check alone; while degraded the
+                200's body is "healthy, degraded: <reasons>".
+  GET /metrics  the same facts in the Prometheus text format (below).
   GET /status   everything as one JSON object, for `mailha status`: health
-                findings, VRRP state (last line of the transition log),
+                findings, health_level ("ok", "degraded", "failed"),
+                greeting_latency_median_seconds, degraded_reasons (one line
+                each), VRRP state (last line of the transition log),
                 floating IP held, drained, queue counts and oldest age,
                 and this node's split-brain view (below): vrrp_priority
                 (effective), address, split_brain, demoted, demoted_reason.
@@ -21,8 +25,9 @@ Exit codes (it never stops on its own while all is well):
 The checks are mailha-health's own code (imported, not copied) and its
 settings file /etc/mailha/health.conf (agent_bind_address, agent_port,
 agent_request_timeout, agent_max_connections, floating_ip, drain_file,
-watch_*, track_file, and for split brain peer_agent_url, peer_address,
-node_address, vrrp_priority, vrrp_priority_file, vrrp_advert_interval).
+watch_*, track_file, degraded_*, failover_on_degraded, and for split brain
+peer_agent_url, peer_address, node_address, vrrp_priority,
+vrrp_priority_file, vrrp_advert_interval).
 
 The watcher (watch_interval > 0) runs the check every watch_interval
 seconds. The endpoints answer from its latest verdict while that is fresh,
@@ -36,6 +41,39 @@ value, so the file only ever makes detection faster. A configured dry run
 (full_check) is rationed by run_checks itself: at most one every
 full_check_interval seconds across the watcher and keepalived's script,
 the greeting in between (mailha-health's header says why).
+
+Degraded: a relay that works, but slowly or backed up. Only the watcher can
+tell (keepalived's one-shot script keeps no history), so the level is its
+own, judged at every check (an evaluation):
+- the median of the last degraded_latency_window greeting times is above
+  degraded_latency_seconds. The window must be full before it is judged,
+  and its median ignores a few slow answers: one slow answer never changes
+  the level. A check with no greeting counts as the deadline (timeout): a
+  relay missing deadlines is slow, and ignoring misses would make the
+  median look better the worse things get. Dry runs are not greetings;
+- or the five queues hold more than degraded_queue_messages messages, or
+  the oldest is older than degraded_queue_age_seconds (an unreadable queue
+  counts too). The queue is read at most every QUEUE_READ_INTERVAL seconds
+  (the constant says why);
+- with hysteresis: degraded after the condition held for degraded_fall
+  evaluations in a row, ok after degraded_rise without it.
+None (0 or empty in health.conf) turns a threshold off. The level is
+"failed" whenever the check fails (/health 503: the MTA's verdict wins),
+else "degraded" or "ok"; without a watcher it is never "degraded".
+Degraded moves nothing by default: a slow relay that works is better than
+none. With failover_on_degraded the watcher treats it as failed: the track
+file says 1 and /active answers 503 "degraded (failover_on_degraded): ...".
+
+/metrics: mailha_health_exit_code, mailha_active, mailha_floating_ip_held,
+mailha_drained, mailha_split_brain, mailha_demoted (alert rules use these
+names: keep them), mailha_health_level (0 ok, 1 degraded, 2 failed),
+mailha_smtp_check_seconds (the latest check), mailha_smtp_greeting_seconds
+(histogram of every greeting the watcher measured since it started),
+mailha_vrrp_state{state=MASTER|BACKUP|FAULT|STOP|UNKNOWN} (1 for the
+current one), mailha_vrrp_last_transition_timestamp_seconds,
+mailha_queue_messages (with max_queue), mailha_queue_oldest_message_age_seconds
+and mailha_queue_disk_free_megabytes (with min_free_disk_mb), the last
+four only when known.
 
 HAProxy sends mail only to a node whose /active answers, so no client may
 keep the agent from answering it. 300 half-sent requests from one outside

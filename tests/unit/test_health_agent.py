@@ -1,6 +1,7 @@
 """mailha-health-agent: the watcher's track file (hysteresis), the rationed dry
-run, an HTTP server that no client can keep from answering HAProxy, and the
-split-brain guard (claims, peer polls, demotion, adverts)."""
+run, an HTTP server that no client can keep from answering HAProxy, the
+split-brain guard (claims, peer polls, demotion, adverts), and the degraded
+level with what /status, /active, /health and /metrics say of it."""
 
 import http.server
 import importlib
