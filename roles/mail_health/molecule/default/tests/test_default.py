@@ -196,6 +196,16 @@ def test_agent_status_document(host):
     # Other tests leave transient files (bounces): the age exists exactly when something is queued.
     queued = sum(document["queue"].values())
     assert (document["queue_oldest_age_seconds"] is None) == (queued == 0)
+    # A quick local Postfix: the watcher's greetings take milliseconds.
+    assert document["health_level"] == "ok" and document["degraded_reasons"] == []
+    assert 0 <= document["greeting_latency_median_seconds"] < 0.5
+    status, metrics = http_get(host, "/metrics")
+    lines = metrics.splitlines()
+    assert "mailha_health_level 0" in lines and 'mailha_vrrp_state{state="BACKUP"} 1' in lines
+    assert 'mailha_vrrp_state{state="MASTER"} 0' in lines
+    assert "mailha_vrrp_last_transition_timestamp_seconds 1767225600.000" in lines
+    count = next(line for line in lines if line.startswith("mailha_smtp_greeting_seconds_count "))
+    assert int(count.split()[1]) > 0 and 'mailha_smtp_greeting_seconds_bucket{le="+Inf"} ' + count.split()[1] in lines
 
 
 def test_agent_active_requires_the_floating_ip(host):
