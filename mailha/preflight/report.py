@@ -129,9 +129,7 @@ def run(
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         relay_facts = (
-            pool.submit(collect_facts, pair, probe_timeout, relays=scope)
-            if set(selected) & set(FACT_CHECKS)
-            else None
+            pool.submit(collect_facts, pair, probe_timeout, relays=scope) if set(selected) & set(FACT_CHECKS) else None
         )
         certificates = (
             {

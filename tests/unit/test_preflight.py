@@ -729,7 +729,7 @@ def test_runner_keeps_each_hosts_report_and_when_it_ran():
 
 def test_relays_whose_facts_cannot_be_read_are_named(tmp_path, state, monkeypatch):
     pair = pair_mod.load(write_inventory(tmp_path, LAB_SETTINGS))
-    monkeypatch.setattr(facts, "_agent_queues", lambda pair, timeout, relays: {n: (None, "unreachable") for n in relays})
+    monkeypatch.setattr(facts, "_agent_queues", lambda pair, timeout, names: {n: (None, "unreachable") for n in names})
 
     def mx2_unreachable(playbook, inventory_path, limit):
         assert playbook.name == "relay-facts.yml"
