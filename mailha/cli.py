@@ -8,6 +8,7 @@ non-zero exit code, no traceback.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from mailha import preflight as preflight_mod
 from mailha import queue as queue_mod
 from mailha import status as status_mod
 from mailha import switch as switch_mod
+from mailha import watch as watch_mod
 from mailha.audit import AuditLog, check_directory, switch_lock
 from mailha.errors import BadInput, MailhaError
 
@@ -92,13 +94,45 @@ def inventory_command(terraform_dir: Path | None, contract_file: Path | None, ou
 @main.command("status")
 @inventory_option
 @output_option
-def status_command(inventory_path: Path, output_format: str) -> None:
-    """Show the pair: roles, VRRP, floating IP, MTA health, queues, load balancer, DNS.
+@click.option(
+    "--watch",
+    "watch_interval",
+    type=click.FloatRange(min=0.5, max=3600),
+    is_flag=False,
+    flag_value=watch_mod.DEFAULT_INTERVAL,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS (default {watch_mod.DEFAULT_INTERVAL:g}) until Ctrl-C: redrawn in place on a "
+    "terminal, a separator and the table each round otherwise, one JSON document per line with --output json.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="With --watch: stop after this many rounds, with the exit code of the last.",
+)
+def status_command(inventory_path: Path, output_format: str, watch_interval: float | None, count: int | None) -> None:
+    """Show the pair: roles, VRRP, floating IP, MTA health, queues, load balancer,
+    DNS, and each relay's health level and median greeting time when its agent
+    reports them ("-" otherwise).
 
     Exit code: 0 healthy, 1 degraded, 2 critical (split brain, no active node,
-    a standby in FAULT, an active node whose MTA does not answer).
+    a standby in FAULT, an active node whose MTA does not answer). With
+    --watch: 0 when ended with Ctrl-C; with --count, the last round's.
     """
-    topology = status_mod.gather(pair_mod.load(inventory_path))
+    if count is not None and watch_interval is None:
+        raise BadInput("--count needs --watch")
+    pair = pair_mod.load(inventory_path)
+    if watch_interval is not None:
+        raise SystemExit(
+            watch_mod.watch(
+                lambda: status_mod.gather(pair),
+                interval=watch_interval,
+                count=count,
+                as_json=output_format == "json",
+                tty=sys.stdout.isatty(),
+            )
+        )
+    topology = status_mod.gather(pair)
     render = status_mod.render_json if output_format == "json" else status_mod.render_table
     click.echo(render(topology))
     raise SystemExit(topology.exit_code)
