@@ -180,3 +180,22 @@ def test_a_preflight_that_cannot_run_refuses_too(lab, dns_server, monkeypatch, p
     assert line.startswith("Error: refusing failover to mx2: the preflight could not run: the name server 127.0.0.1")
     assert line.endswith("rerun with --skip-preflight to switch anyway; nothing was changed")
     assert playbooks == ["preconditions"]
+
+
+@pytest.mark.parametrize("scenario", ["manual-failover", "mta-crash"])
+def test_a_drills_switches_skip_the_preflight_on_purpose(lab, monkeypatch, scenario):  # noqa: F811
+    """The restore must bring the pair back whatever a check says (README, "Drills")."""
+    from mailha import drill
+
+    switches = []
+    monkeypatch.setattr(drill.switch_mod, "run_switch", lambda *args, **kwargs: switches.append((args, kwargs)))
+    monkeypatch.setattr(drill, "recipient_side", lambda _pair, _hosts: None)  # the lab's recipient side, not used
+    active(monkeypatch, ON_MX2)
+    run = drill.Drill(pair_mod.load(lab), drill.DrillSettings(scenario=scenario), echo=lambda _text: None)
+    if scenario == "manual-failover":
+        run.inject("mx1")
+    else:
+        run.fail_back()
+    ((args, kwargs),) = switches
+    assert args[1] == ("failover" if scenario == "manual-failover" else "failback")
+    assert kwargs["skip_preflight"] == "drill"
