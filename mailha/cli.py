@@ -8,6 +8,7 @@ non-zero exit code, no traceback.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -20,6 +21,7 @@ from mailha import preflight as preflight_mod
 from mailha import queue as queue_mod
 from mailha import status as status_mod
 from mailha import switch as switch_mod
+from mailha import watch as watch_mod
 from mailha.audit import AuditLog, check_directory, switch_lock
 from mailha.errors import BadInput, MailhaError
 
@@ -53,7 +55,8 @@ output_option = click.option(
 def main() -> None:
     """Keep an email-marketing sending pair up: status, failover, failback, drills.
 
-    Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing changed).
+    Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing changed),
+    3 a drill breached a target, 4 a switch refused by its preflight (nothing changed).
     """
 
 
@@ -91,13 +94,45 @@ def inventory_command(terraform_dir: Path | None, contract_file: Path | None, ou
 @main.command("status")
 @inventory_option
 @output_option
-def status_command(inventory_path: Path, output_format: str) -> None:
-    """Show the pair: roles, VRRP, floating IP, MTA health, queues, load balancer, DNS.
+@click.option(
+    "--watch",
+    "watch_interval",
+    type=click.FloatRange(min=0.5, max=3600),
+    is_flag=False,
+    flag_value=watch_mod.DEFAULT_INTERVAL,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS (default {watch_mod.DEFAULT_INTERVAL:g}) until Ctrl-C: redrawn in place on a "
+    "terminal, a separator and the table each round otherwise, one JSON document per line with --output json.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="With --watch: stop after this many rounds, with the exit code of the last.",
+)
+def status_command(inventory_path: Path, output_format: str, watch_interval: float | None, count: int | None) -> None:
+    """Show the pair: roles, VRRP, floating IP, MTA health, queues, load balancer,
+    DNS, and each relay's health level and median greeting time when its agent
+    reports them ("-" otherwise).
 
     Exit code: 0 healthy, 1 degraded, 2 critical (split brain, no active node,
-    a standby in FAULT, an active node whose MTA does not answer).
+    a standby in FAULT, an active node whose MTA does not answer). With
+    --watch: 0 when ended with Ctrl-C; with --count, the last round's.
     """
-    topology = status_mod.gather(pair_mod.load(inventory_path))
+    if count is not None and watch_interval is None:
+        raise BadInput("--count needs --watch")
+    pair = pair_mod.load(inventory_path)
+    if watch_interval is not None:
+        raise SystemExit(
+            watch_mod.watch(
+                lambda: status_mod.gather(pair),
+                interval=watch_interval,
+                count=count,
+                as_json=output_format == "json",
+                tty=sys.stdout.isatty(),
+            )
+        )
+    topology = status_mod.gather(pair)
     render = status_mod.render_json if output_format == "json" else status_mod.render_table
     click.echo(render(topology))
     raise SystemExit(topology.exit_code)
@@ -136,7 +171,18 @@ def _switch_options(function):
         output_option,
         click.option("--reason", default="", help="Why: recorded in the audit log (mailha history)."),
         click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation."),
-        click.option("--dry-run", is_flag=True, help="Show the topology, preconditions and plan; change nothing."),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Show the topology, preconditions, preflight and plan; change nothing. "
+            "Exits 4 when the preflight would refuse the switch.",
+        ),
+        click.option(
+            "--skip-preflight",
+            is_flag=True,
+            help="Do not run the target's preflight checks (recorded in mailha history). "
+            "The lock and the other preconditions still apply.",
+        ),
         click.option(
             "--mode",
             type=click.Choice(["auto", "planned", "forced"]),
@@ -173,15 +219,29 @@ def _switch_options(function):
     "rotate the DKIM key, and make the standby active. --mode is ignored.",
 )
 def failover_command(
-    inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at, isolate
+    inventory_path,
+    output_format,
+    reason,
+    yes,
+    dry_run,
+    skip_preflight,
+    mode,
+    wait_lock,
+    quiesce_timeout,
+    fail_at,
+    isolate,
 ) -> None:
     """Make the standby the active relay.
 
-    Shows the topology and the preconditions, asks, then drains the active
-    relay at the load balancer, moves the floating IP, hands the queue over,
-    updates DNS, and ends with a test message that must be delivered.
-    With --isolate the active relay is fenced instead (README, "Isolating a
-    compromised relay").
+    Shows the topology and the preconditions, runs the preflight checks of
+    the standby and the floating IP (those of the active relay are left out),
+    asks, then drains the active relay at the load balancer, moves the
+    floating IP, hands the queue over, updates DNS, and ends with a test
+    message that must be delivered. A preflight check that fails refuses the
+    switch, exit code 4, nothing changed; warnings are shown and do not
+    refuse; --skip-preflight switches anyway. With --isolate the active relay
+    is fenced instead, without a preflight (README, "Isolating a compromised
+    relay").
     """
     if isolate:
         isolation.run_isolate(
@@ -193,24 +253,60 @@ def failover_command(
             wait_lock=wait_lock,
         )
         return
-    _switch("failover", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at)
+    _switch(
+        "failover",
+        inventory_path,
+        output_format,
+        reason,
+        yes,
+        dry_run,
+        skip_preflight,
+        mode,
+        wait_lock,
+        quiesce_timeout,
+        fail_at,
+    )
 
 
 @main.command("failback")
 @_switch_options
 def failback_command(
-    inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at
+    inventory_path, output_format, reason, yes, dry_run, skip_preflight, mode, wait_lock, quiesce_timeout, fail_at
 ) -> None:
     """Return service to the primary (the inventory's MASTER relay).
 
     Refuses while the primary is unhealthy, while a queue hand-over is
-    pending, or within the hold-down time after the last switch.
+    pending, or within the hold-down time after the last switch; and, exit
+    code 4, when a preflight check of the primary or the floating IP fails
+    (--skip-preflight switches anyway).
     """
-    _switch("failback", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at)
+    _switch(
+        "failback",
+        inventory_path,
+        output_format,
+        reason,
+        yes,
+        dry_run,
+        skip_preflight,
+        mode,
+        wait_lock,
+        quiesce_timeout,
+        fail_at,
+    )
 
 
 def _switch(
-    command, inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at
+    command,
+    inventory_path,
+    output_format,
+    reason,
+    yes,
+    dry_run,
+    skip_preflight,
+    mode,
+    wait_lock,
+    quiesce_timeout,
+    fail_at,
 ) -> None:
     switch_mod.run_switch(
         pair_mod.load(inventory_path),
@@ -218,6 +314,7 @@ def _switch(
         reason,
         yes=yes,
         dry_run=dry_run,
+        skip_preflight=switch_mod.SKIP_PREFLIGHT if skip_preflight else "",
         mode=mode,
         as_json=output_format == "json",
         wait_lock=wait_lock,
@@ -252,8 +349,22 @@ def history_command(inventory_path: Path, output_format: str, limit: int) -> Non
         target = f" -> {_printable(details['target'])}" if "target" in details else ""
         reason = _printable(record.get("reason") or "-")
         click.echo(f"{started}  {command}{target}  {result}  {record.get('seconds', 0):.1f}s  {operator}  {reason}")
+        preflight = _preflight_line(details.get("preflight"))
+        if preflight:
+            click.echo(f"    preflight: {preflight}")
         for step in record.get("steps", []):
             click.echo(f"    {_printable(step['result']):<7} {step['seconds']:>6.1f}s  {_printable(step['name'])}")
+
+
+def _preflight_line(preflight: object) -> str:
+    """How a switch's preflight went, from its audit record: skipped (why), or its verdict and counts."""
+    if not isinstance(preflight, dict) or "status" not in preflight:
+        return ""
+    if preflight["status"] == "ran":
+        counts = preflight.get("summary") if isinstance(preflight.get("summary"), dict) else {}
+        shown = ", ".join(f"{_printable(counts.get(level, 0))} {level}" for level in ("pass", "warn", "fail"))
+        return f"{_printable(preflight.get('verdict', '?'))} ({shown})"
+    return f"{_printable(preflight['status'])} ({_printable(preflight.get('why', ''))})"
 
 
 def _printable(value: object) -> str:
