@@ -152,11 +152,14 @@ def _parse_line(line: str) -> Sample | None:
 
 
 def check_target(path: Path, option: str) -> None:
-    """BadInput unless `path` can be written: its directory exists (node_exporter
-    reads one directory; creating another would only hide the typo) and is
-    writable, and `path` itself is not a directory."""
+    """BadInput unless `path` can be written and will be read: its name ends in
+    .prom, its directory exists (node_exporter reads one directory; creating
+    another would only hide the typo) and is writable, and `path` itself is
+    not a directory."""
     directory = path.parent
     remedy = f"point {option} into node_exporter's textfile directory"
+    if path.suffix != ".prom":
+        raise BadInput(f"metrics file {path}: node_exporter reads only files named *.prom; {remedy}")
     if not directory.is_dir():
         raise BadInput(f"metrics file {path}: the directory {directory} does not exist; {remedy}")
     if path.is_dir():
@@ -177,6 +180,8 @@ def read(path: Path) -> list[Sample]:
 
 def write(path: Path, families: Iterable[Family]) -> None:
     """Replace `path` with the families, by rename within its directory."""
+    if path.suffix != ".prom":
+        raise MailhaError(f"metrics file {path}: node_exporter reads only files named *.prom")
     if not path.parent.is_dir():
         raise MailhaError(f"cannot write the metrics file {path}: the directory {path.parent} does not exist")
     try:

@@ -134,12 +134,19 @@ def test_write_into_a_missing_directory_is_one_error_and_creates_nothing(tmp_pat
     assert not (tmp_path / "gone").exists()
 
 
+def test_write_refuses_a_name_node_exporter_would_skip(tmp_path):
+    with pytest.raises(MailhaError, match=r"reads only files named \*\.prom"):
+        textfile.write(tmp_path / "mailha-preflight.txt", [])
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize(
     ("make", "words"),
     [
         (lambda d: d / "missing" / "x.prom", "does not exist"),
         (lambda d: (d / "x.prom").mkdir() or d / "x.prom", "is a directory"),
         (lambda d: (d / "file").write_text("") or d / "file" / "x.prom", "does not exist"),
+        (lambda d: d / "mailha-drill.txt", r"reads only files named \*\.prom"),
     ],
 )
 def test_check_target_refuses_paths_node_exporter_would_never_read(tmp_path, make, words):
