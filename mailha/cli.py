@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from mailha import __version__, drill_report, isolation, terraform
+from mailha import __version__, control_metrics, drill_report, isolation, terraform, textfile
 from mailha import drill as drill_mod
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
@@ -23,7 +25,7 @@ from mailha import status as status_mod
 from mailha import switch as switch_mod
 from mailha import watch as watch_mod
 from mailha.audit import AuditLog, check_directory, switch_lock
-from mailha.errors import BadInput, MailhaError
+from mailha.errors import EXIT_FAILED, BadInput, MailhaError
 
 CONTRACT_OUTPUT = "mailha"
 DEFAULT_INVENTORY = Path("inventories/lab/hosts.yml")
@@ -47,6 +49,12 @@ output_option = click.option(
     default="table",
     show_default=True,
     help="Output format.",
+)
+metrics_file_option = click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path),
+    help="Also write the result for node_exporter's textfile collector to this *.prom file "
+    "(monitoring/README.md); its directory must exist.",
 )
 
 
@@ -141,6 +149,7 @@ def status_command(inventory_path: Path, output_format: str, watch_interval: flo
 @main.command("preflight")
 @inventory_option
 @output_option
+@metrics_file_option
 @click.option(
     "--check",
     "checks",
@@ -148,7 +157,9 @@ def status_command(inventory_path: Path, output_format: str, watch_interval: flo
     type=click.Choice(preflight_mod.CHECKS),
     help="Run only this check (repeat for more); default: every check.",
 )
-def preflight_command(inventory_path: Path, output_format: str, checks: tuple[str, ...]) -> None:
+def preflight_command(
+    inventory_path: Path, output_format: str, metrics_file: Path | None, checks: tuple[str, ...]
+) -> None:
     """Could the standby take over without the mail landing in spam? Changes nothing.
 
     For the floating IP and each relay: reverse DNS, SPF, DKIM, DMARC,
@@ -157,12 +168,34 @@ def preflight_command(inventory_path: Path, output_format: str, checks: tuple[st
     is pass, warn or fail, with the reason and the fix.
 
     Exit code: 0 every check passes, 1 warnings, 2 a failure or a preflight
-    that could not run (bad input, no answer from the name server).
+    that could not run (bad input, no answer from the name server), or
+    --metrics-file could not be written (after the results are printed).
     """
-    report = preflight_mod.run(pair_mod.load(inventory_path), checks or preflight_mod.CHECKS)
+    try:
+        report = preflight_mod.run(pair_mod.load(inventory_path), checks or preflight_mod.CHECKS)
+    except MailhaError as exc:
+        # A scheduled preflight that cannot run is exported too: its exit code.
+        if problem := _write_metrics(metrics_file, control_metrics.write_preflight, [], exc.exit_code):
+            click.echo(f"Error: {problem}", err=True)
+        raise
     render = preflight_mod.render_json if output_format == "json" else preflight_mod.render_table
     click.echo(render(report))
+    if problem := _write_metrics(metrics_file, control_metrics.write_preflight, report.results, report.exit_code):
+        raise BadInput(problem)
     raise SystemExit(report.exit_code)
+
+
+def _write_metrics(path: Path | None, write: Callable[..., None], *args: Any) -> str | None:
+    """Write a metrics file (when one was asked for) once the command's result
+    is out; the one-line reason when it could not be written, for the caller
+    to print."""
+    if path is None:
+        return None
+    try:
+        write(path, *args)
+    except MailhaError as exc:
+        return exc.message
+    return None
 
 
 def _switch_options(function):
@@ -385,18 +418,23 @@ def _printable(value: object) -> str:
     help="Seconds of traffic; manual-failover keeps it up through the whole switch and a few seconds after.",
 )
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), help="Report directory.")
+@metrics_file_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def drill_command(inventory_path, output_format, scenario, rate, duration, report_dir, yes) -> None:
+def drill_command(inventory_path, output_format, scenario, rate, duration, report_dir, metrics_file, yes) -> None:
     """Rehearse a failure under load and measure outage, loss and duplicates.
 
     Injects a real fault on the active relay, restores it, fails back, and
     reconciles every acknowledged message at the recipient side. Exit code:
-    0 every target (SLO) met, 3 a target breached, 1 the drill could not run.
+    0 every target (SLO) met, 3 a target breached, 1 the drill could not run
+    (or ran and met its targets, but --metrics-file could not be written),
+    2 bad input (an unusable --report or --metrics-file: nothing was done).
     """
     pair = pair_mod.load(inventory_path)
+    # Refused now rather than after the fault, when the files are written.
     if report_dir is not None:
-        # Refused now rather than after the fault, when the report is written.
         check_directory(report_dir, "report directory", "choose another --report")
+    if metrics_file is not None:
+        textfile.check_target(metrics_file, "--metrics-file")
     if not yes and not click.confirm(f"inject {scenario} on the active relay of {pair.environment} now?"):
         raise MailhaError("aborted: nothing was changed")
     settings = drill_mod.DrillSettings(
@@ -406,13 +444,21 @@ def drill_command(inventory_path, output_format, scenario, rate, duration, repor
     # One drill at a time, and no operator's switch while a fault is injected:
     # the drill holds the switch lock too (its own switches re-enter it).
     with switch_lock(pair.state_dir, name="drill.lock"), switch_lock(pair.state_dir):
-        report, code = drill_mod.run_drill(pair, settings, echo)
+        try:
+            report, code = drill_mod.run_drill(pair, settings, echo)
+        except MailhaError:
+            # A drill that stopped is a failed drill to the alert rules too.
+            if problem := _write_metrics(metrics_file, control_metrics.write_drill, scenario, None):
+                click.echo(f"Error: {problem}", err=True)
+            raise
     if output_format == "json":
         click.echo(json.dumps(report, indent=2, default=str))
     else:
         click.echo(drill_report.render_summary(report))
         if "files" in report:
             click.echo(f"report: {report['files']['html']}")
+    if problem := _write_metrics(metrics_file, control_metrics.write_drill, scenario, report):
+        raise MailhaError(problem, exit_code=code or EXIT_FAILED)
     raise SystemExit(code)
 
 
