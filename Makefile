@@ -54,12 +54,17 @@ destroy: ## Remove everything the lab made (containers, network, Terraform state
 	@rm -f $(INVENTORY)
 
 .PHONY: lint
-lint: deps ## ruff, yamllint, ansible-lint (production profile), terraform fmt
+lint: deps rules-test ## ruff, yamllint, ansible-lint (production profile), terraform fmt, alert rules
 	ruff check mailha tests roles benchmarks plugins molecule
 	ruff format --check mailha tests benchmarks plugins molecule
 	yamllint -s .
 	ansible-lint --profile production --offline -q
 	terraform fmt -check -recursive terraform
+
+.PHONY: rules-test
+rules-test: deps ## promtool: check and unit-test the alert rules (monitoring/prometheus)
+	promtool check rules monitoring/prometheus/mailha-rules.yml
+	promtool test rules monitoring/prometheus/tests/*.yml
 
 .PHONY: tf-test
 tf-test: deps ## terraform validate and terraform test, offline

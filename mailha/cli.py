@@ -8,11 +8,14 @@ non-zero exit code, no traceback.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from mailha import __version__, drill_report, isolation, terraform
+from mailha import __version__, control_metrics, drill_report, isolation, terraform, textfile
 from mailha import drill as drill_mod
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
@@ -20,8 +23,9 @@ from mailha import preflight as preflight_mod
 from mailha import queue as queue_mod
 from mailha import status as status_mod
 from mailha import switch as switch_mod
+from mailha import watch as watch_mod
 from mailha.audit import AuditLog, check_directory, switch_lock
-from mailha.errors import BadInput, MailhaError
+from mailha.errors import EXIT_FAILED, BadInput, MailhaError
 
 CONTRACT_OUTPUT = "mailha"
 DEFAULT_INVENTORY = Path("inventories/lab/hosts.yml")
@@ -46,6 +50,12 @@ output_option = click.option(
     show_default=True,
     help="Output format.",
 )
+metrics_file_option = click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path),
+    help="Also write the result for node_exporter's textfile collector to this *.prom file "
+    "(monitoring/README.md); its directory must exist.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,7 +63,8 @@ output_option = click.option(
 def main() -> None:
     """Keep an email-marketing sending pair up: status, failover, failback, drills.
 
-    Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing changed).
+    Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing changed),
+    3 a drill breached a target, 4 a switch refused by its preflight (nothing changed).
     """
 
 
@@ -91,13 +102,45 @@ def inventory_command(terraform_dir: Path | None, contract_file: Path | None, ou
 @main.command("status")
 @inventory_option
 @output_option
-def status_command(inventory_path: Path, output_format: str) -> None:
-    """Show the pair: roles, VRRP, floating IP, MTA health, queues, load balancer, DNS.
+@click.option(
+    "--watch",
+    "watch_interval",
+    type=click.FloatRange(min=0.5, max=3600),
+    is_flag=False,
+    flag_value=watch_mod.DEFAULT_INTERVAL,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"Refresh every SECONDS (default {watch_mod.DEFAULT_INTERVAL:g}) until Ctrl-C: redrawn in place on a "
+    "terminal, a separator and the table each round otherwise, one JSON document per line with --output json.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="With --watch: stop after this many rounds, with the exit code of the last.",
+)
+def status_command(inventory_path: Path, output_format: str, watch_interval: float | None, count: int | None) -> None:
+    """Show the pair: roles, VRRP, floating IP, MTA health, queues, load balancer,
+    DNS, and each relay's health level and median greeting time when its agent
+    reports them ("-" otherwise).
 
     Exit code: 0 healthy, 1 degraded, 2 critical (split brain, no active node,
-    a standby in FAULT, an active node whose MTA does not answer).
+    a standby in FAULT, an active node whose MTA does not answer). With
+    --watch: 0 when ended with Ctrl-C; with --count, the last round's.
     """
-    topology = status_mod.gather(pair_mod.load(inventory_path))
+    if count is not None and watch_interval is None:
+        raise BadInput("--count needs --watch")
+    pair = pair_mod.load(inventory_path)
+    if watch_interval is not None:
+        raise SystemExit(
+            watch_mod.watch(
+                lambda: status_mod.gather(pair),
+                interval=watch_interval,
+                count=count,
+                as_json=output_format == "json",
+                tty=sys.stdout.isatty(),
+            )
+        )
+    topology = status_mod.gather(pair)
     render = status_mod.render_json if output_format == "json" else status_mod.render_table
     click.echo(render(topology))
     raise SystemExit(topology.exit_code)
@@ -106,6 +149,7 @@ def status_command(inventory_path: Path, output_format: str) -> None:
 @main.command("preflight")
 @inventory_option
 @output_option
+@metrics_file_option
 @click.option(
     "--check",
     "checks",
@@ -113,7 +157,9 @@ def status_command(inventory_path: Path, output_format: str) -> None:
     type=click.Choice(preflight_mod.CHECKS),
     help="Run only this check (repeat for more); default: every check.",
 )
-def preflight_command(inventory_path: Path, output_format: str, checks: tuple[str, ...]) -> None:
+def preflight_command(
+    inventory_path: Path, output_format: str, metrics_file: Path | None, checks: tuple[str, ...]
+) -> None:
     """Could the standby take over without the mail landing in spam? Changes nothing.
 
     For the floating IP and each relay: reverse DNS, SPF, DKIM, DMARC,
@@ -122,12 +168,34 @@ def preflight_command(inventory_path: Path, output_format: str, checks: tuple[st
     is pass, warn or fail, with the reason and the fix.
 
     Exit code: 0 every check passes, 1 warnings, 2 a failure or a preflight
-    that could not run (bad input, no answer from the name server).
+    that could not run (bad input, no answer from the name server), or
+    --metrics-file could not be written (after the results are printed).
     """
-    report = preflight_mod.run(pair_mod.load(inventory_path), checks or preflight_mod.CHECKS)
+    try:
+        report = preflight_mod.run(pair_mod.load(inventory_path), checks or preflight_mod.CHECKS)
+    except MailhaError as exc:
+        # A scheduled preflight that cannot run is exported too: its exit code.
+        if problem := _write_metrics(metrics_file, control_metrics.write_preflight, [], exc.exit_code):
+            click.echo(f"Error: {problem}", err=True)
+        raise
     render = preflight_mod.render_json if output_format == "json" else preflight_mod.render_table
     click.echo(render(report))
+    if problem := _write_metrics(metrics_file, control_metrics.write_preflight, report.results, report.exit_code):
+        raise BadInput(problem)
     raise SystemExit(report.exit_code)
+
+
+def _write_metrics(path: Path | None, write: Callable[..., None], *args: Any) -> str | None:
+    """Write a metrics file (when one was asked for) once the command's result
+    is out; the one-line reason when it could not be written, for the caller
+    to print."""
+    if path is None:
+        return None
+    try:
+        write(path, *args)
+    except MailhaError as exc:
+        return exc.message
+    return None
 
 
 def _switch_options(function):
@@ -136,7 +204,18 @@ def _switch_options(function):
         output_option,
         click.option("--reason", default="", help="Why: recorded in the audit log (mailha history)."),
         click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation."),
-        click.option("--dry-run", is_flag=True, help="Show the topology, preconditions and plan; change nothing."),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Show the topology, preconditions, preflight and plan; change nothing. "
+            "Exits 4 when the preflight would refuse the switch.",
+        ),
+        click.option(
+            "--skip-preflight",
+            is_flag=True,
+            help="Do not run the target's preflight checks (recorded in mailha history). "
+            "The lock and the other preconditions still apply.",
+        ),
         click.option(
             "--mode",
             type=click.Choice(["auto", "planned", "forced"]),
@@ -173,15 +252,29 @@ def _switch_options(function):
     "rotate the DKIM key, and make the standby active. --mode is ignored.",
 )
 def failover_command(
-    inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at, isolate
+    inventory_path,
+    output_format,
+    reason,
+    yes,
+    dry_run,
+    skip_preflight,
+    mode,
+    wait_lock,
+    quiesce_timeout,
+    fail_at,
+    isolate,
 ) -> None:
     """Make the standby the active relay.
 
-    Shows the topology and the preconditions, asks, then drains the active
-    relay at the load balancer, moves the floating IP, hands the queue over,
-    updates DNS, and ends with a test message that must be delivered.
-    With --isolate the active relay is fenced instead (README, "Isolating a
-    compromised relay").
+    Shows the topology and the preconditions, runs the preflight checks of
+    the standby and the floating IP (those of the active relay are left out),
+    asks, then drains the active relay at the load balancer, moves the
+    floating IP, hands the queue over, updates DNS, and ends with a test
+    message that must be delivered. A preflight check that fails refuses the
+    switch, exit code 4, nothing changed; warnings are shown and do not
+    refuse; --skip-preflight switches anyway. With --isolate the active relay
+    is fenced instead, without a preflight (README, "Isolating a compromised
+    relay").
     """
     if isolate:
         isolation.run_isolate(
@@ -193,24 +286,60 @@ def failover_command(
             wait_lock=wait_lock,
         )
         return
-    _switch("failover", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at)
+    _switch(
+        "failover",
+        inventory_path,
+        output_format,
+        reason,
+        yes,
+        dry_run,
+        skip_preflight,
+        mode,
+        wait_lock,
+        quiesce_timeout,
+        fail_at,
+    )
 
 
 @main.command("failback")
 @_switch_options
 def failback_command(
-    inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at
+    inventory_path, output_format, reason, yes, dry_run, skip_preflight, mode, wait_lock, quiesce_timeout, fail_at
 ) -> None:
     """Return service to the primary (the inventory's MASTER relay).
 
     Refuses while the primary is unhealthy, while a queue hand-over is
-    pending, or within the hold-down time after the last switch.
+    pending, or within the hold-down time after the last switch; and, exit
+    code 4, when a preflight check of the primary or the floating IP fails
+    (--skip-preflight switches anyway).
     """
-    _switch("failback", inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at)
+    _switch(
+        "failback",
+        inventory_path,
+        output_format,
+        reason,
+        yes,
+        dry_run,
+        skip_preflight,
+        mode,
+        wait_lock,
+        quiesce_timeout,
+        fail_at,
+    )
 
 
 def _switch(
-    command, inventory_path, output_format, reason, yes, dry_run, mode, wait_lock, quiesce_timeout, fail_at
+    command,
+    inventory_path,
+    output_format,
+    reason,
+    yes,
+    dry_run,
+    skip_preflight,
+    mode,
+    wait_lock,
+    quiesce_timeout,
+    fail_at,
 ) -> None:
     switch_mod.run_switch(
         pair_mod.load(inventory_path),
@@ -218,6 +347,7 @@ def _switch(
         reason,
         yes=yes,
         dry_run=dry_run,
+        skip_preflight=switch_mod.SKIP_PREFLIGHT if skip_preflight else "",
         mode=mode,
         as_json=output_format == "json",
         wait_lock=wait_lock,
@@ -252,8 +382,22 @@ def history_command(inventory_path: Path, output_format: str, limit: int) -> Non
         target = f" -> {_printable(details['target'])}" if "target" in details else ""
         reason = _printable(record.get("reason") or "-")
         click.echo(f"{started}  {command}{target}  {result}  {record.get('seconds', 0):.1f}s  {operator}  {reason}")
+        preflight = _preflight_line(details.get("preflight"))
+        if preflight:
+            click.echo(f"    preflight: {preflight}")
         for step in record.get("steps", []):
             click.echo(f"    {_printable(step['result']):<7} {step['seconds']:>6.1f}s  {_printable(step['name'])}")
+
+
+def _preflight_line(preflight: object) -> str:
+    """How a switch's preflight went, from its audit record: skipped (why), or its verdict and counts."""
+    if not isinstance(preflight, dict) or "status" not in preflight:
+        return ""
+    if preflight["status"] == "ran":
+        counts = preflight.get("summary") if isinstance(preflight.get("summary"), dict) else {}
+        shown = ", ".join(f"{_printable(counts.get(level, 0))} {level}" for level in ("pass", "warn", "fail"))
+        return f"{_printable(preflight.get('verdict', '?'))} ({shown})"
+    return f"{_printable(preflight['status'])} ({_printable(preflight.get('why', ''))})"
 
 
 def _printable(value: object) -> str:
@@ -274,18 +418,23 @@ def _printable(value: object) -> str:
     help="Seconds of traffic; manual-failover keeps it up through the whole switch and a few seconds after.",
 )
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), help="Report directory.")
+@metrics_file_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def drill_command(inventory_path, output_format, scenario, rate, duration, report_dir, yes) -> None:
+def drill_command(inventory_path, output_format, scenario, rate, duration, report_dir, metrics_file, yes) -> None:
     """Rehearse a failure under load and measure outage, loss and duplicates.
 
     Injects a real fault on the active relay, restores it, fails back, and
     reconciles every acknowledged message at the recipient side. Exit code:
-    0 every target (SLO) met, 3 a target breached, 1 the drill could not run.
+    0 every target (SLO) met, 3 a target breached, 1 the drill could not run
+    (or ran and met its targets, but --metrics-file could not be written),
+    2 bad input (an unusable --report or --metrics-file: nothing was done).
     """
     pair = pair_mod.load(inventory_path)
+    # Refused now rather than after the fault, when the files are written.
     if report_dir is not None:
-        # Refused now rather than after the fault, when the report is written.
         check_directory(report_dir, "report directory", "choose another --report")
+    if metrics_file is not None:
+        textfile.check_target(metrics_file, "--metrics-file")
     if not yes and not click.confirm(f"inject {scenario} on the active relay of {pair.environment} now?"):
         raise MailhaError("aborted: nothing was changed")
     settings = drill_mod.DrillSettings(
@@ -295,13 +444,21 @@ def drill_command(inventory_path, output_format, scenario, rate, duration, repor
     # One drill at a time, and no operator's switch while a fault is injected:
     # the drill holds the switch lock too (its own switches re-enter it).
     with switch_lock(pair.state_dir, name="drill.lock"), switch_lock(pair.state_dir):
-        report, code = drill_mod.run_drill(pair, settings, echo)
+        try:
+            report, code = drill_mod.run_drill(pair, settings, echo)
+        except MailhaError:
+            # A drill that stopped is a failed drill to the alert rules too.
+            if problem := _write_metrics(metrics_file, control_metrics.write_drill, scenario, None):
+                click.echo(f"Error: {problem}", err=True)
+            raise
     if output_format == "json":
         click.echo(json.dumps(report, indent=2, default=str))
     else:
         click.echo(drill_report.render_summary(report))
         if "files" in report:
             click.echo(f"report: {report['files']['html']}")
+    if problem := _write_metrics(metrics_file, control_metrics.write_drill, scenario, report):
+        raise MailhaError(problem, exit_code=code or EXIT_FAILED)
     raise SystemExit(code)
 
 

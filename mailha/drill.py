@@ -47,6 +47,11 @@ VRRP_BLOCK = (
 DEFAULT_SLOS = {"max_outage_seconds": 2.0, "max_lost": 0, "max_duplicated": 0}
 # Upper bound on the traffic of a manual-failover drill beyond --duration.
 SWITCH_BUDGET = 300.0
+# A drill's switches do not run the preflight (README, "Drills"): its restore
+# must bring the pair back whatever a check says, it checks its own steady
+# state before the fault, and the preflight's playbook and lookups would eat
+# into the switch's measured budget. Each switch's audit record says so.
+DRILL_SKIPS_PREFLIGHT = "drill"
 
 
 @dataclass
@@ -194,7 +199,13 @@ class Drill:
             self.hosts.exec(target, "nft", VRRP_BLOCK)
         elif scenario == "manual-failover":
             switch_mod.run_switch(
-                self.pair, "failover", "drill manual-failover", yes=True, dry_run=False, echo=self.quiet
+                self.pair,
+                "failover",
+                "drill manual-failover",
+                yes=True,
+                dry_run=False,
+                echo=self.quiet,
+                skip_preflight=DRILL_SKIPS_PREFLIGHT,
             )
         # The fault's command has returned: the fault is in place. Between
         # the two events it was being made (a host takes a moment to stop).
@@ -262,7 +273,15 @@ class Drill:
         if age is not None and age < hold_down:
             self.echo(f"  waiting {hold_down - age:.0f}s for the failback hold-down")
             time.sleep(hold_down - age + 0.5)
-        switch_mod.run_switch(self.pair, "failback", "drill restore", yes=True, dry_run=False, echo=self.quiet)
+        switch_mod.run_switch(
+            self.pair,
+            "failback",
+            "drill restore",
+            yes=True,
+            dry_run=False,
+            echo=self.quiet,
+            skip_preflight=DRILL_SKIPS_PREFLIGHT,
+        )
 
     # -- the drill -------------------------------------------------------
     def run(self) -> dict[str, Any]:

@@ -8,6 +8,10 @@ import click
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+# 3: a drill breached a target (mailha drill).
+# A failover or failback refused because a preflight check of its target
+# failed; nothing was changed, and --skip-preflight would switch anyway.
+EXIT_PREFLIGHT_REFUSED = 4
 
 
 class MailhaError(click.ClickException):

@@ -151,8 +151,10 @@ def run_playbook(
     tags: str | None = None,
     on_step: Callable[[Step, str], None] | None = None,
     on_retry: RetryCallback | None = None,
+    limit: str | None = None,
 ) -> PlaybookResult:
-    """Run one playbook; never raises for a failed play, only for a runner that cannot start."""
+    """Run one playbook (on the hosts `limit` names, as --limit; default all); never
+    raises for a failed play, only for a runner that cannot start."""
     repo = playbook.resolve().parent.parent
     bin_dir = str(Path(sys.executable).parent)
     env = {
@@ -171,6 +173,7 @@ def run_playbook(
                 inventory=str(inventory.resolve()),
                 extravars=extravars or {},
                 tags=tags,
+                limit=limit,
                 envvars=env,
                 quiet=True,
                 event_handler=progress,

@@ -54,6 +54,10 @@ class NodeView:
     health_reason: str = ""
     # Why the agent made its relay stand down (a split brain it lost), else None.
     demoted_reason: str | None = None
+    # The agent's health level and the median of its recent SMTP greeting
+    # times, when it reports them (DISPLAY_FIELDS): shown, never judged.
+    health_level: str | None = None
+    greeting_latency_median_seconds: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -147,6 +151,8 @@ def gather(pair: Pair) -> Topology:
                 route=doc.get("route") if agent_ok else None,
                 health_reason=str((doc.get("health") or {}).get("reason", ""))[:200] if agent_ok else "",
                 demoted_reason=doc.get("demoted_reason")[:300] if agent_ok and doc.get("demoted_reason") else None,
+                health_level=doc["health_level"] if agent_ok else None,
+                greeting_latency_median_seconds=doc["greeting_latency_median_seconds"] if agent_ok else None,
             )
         )
     dns_answer = answer.result()
@@ -211,6 +217,26 @@ AGENT_FIELDS = {
 }
 # Fields an agent may leave out (an older agent, or no route file yet).
 OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route", "health", "demoted_reason"}
+HEALTH_LEVEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,23}")
+
+
+def _health_level(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and HEALTH_LEVEL.fullmatch(value) else None
+
+
+def _seconds(value: object) -> float | None:
+    return float(value) if type(value) in (int, float) and math.isfinite(value) and value >= 0 else None
+
+
+# Fields only shown (status --watch): newer agents report them, older ones
+# do not. A value that is absent or not of the expected shape shows as "-"
+# and, unlike AGENT_FIELDS, never makes the whole answer unreadable.
+DISPLAY_FIELDS = {
+    "health_level": _health_level,
+    "greeting_latency_median_seconds": _seconds,
+}
 
 
 def queues_empty(pair: Pair, timeout: float = 1.0) -> bool:
@@ -242,7 +268,8 @@ def agent_status(answer: probes.HttpJson) -> tuple[dict[str, Any] | None, str]:
             return None, f"answer unreadable: {key} is missing"
         if not valid(document.get(key)):
             return None, f"answer unreadable: {key} is not {wanted}"
-    return {key: document.get(key) for key in AGENT_FIELDS}, ""
+    checked = {key: document.get(key) for key in AGENT_FIELDS}
+    return checked | {key: clean(document.get(key)) for key, clean in DISPLAY_FIELDS.items()}, ""
 
 
 INTERRUPTED = "a switch did not finish; 'mailha failover' completes it, 'mailha failback' undoes it"
@@ -352,8 +379,24 @@ def _age_text(seconds: float | None) -> str:
     return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
 
 
+def _latency_text(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
+
+
 def render_table(t: Topology) -> str:
-    header = ["NODE", "ROLE", "VRRP", "FLOATING-IP", "MTA", "ROUTE", "QUEUE a/d/h", "OLDEST", "LB"]
+    header = [
+        "NODE",
+        "ROLE",
+        "VRRP",
+        "FLOATING-IP",
+        "MTA",
+        "ROUTE",
+        "QUEUE a/d/h",
+        "OLDEST",
+        "LB",
+        "HEALTH",
+        "GREETING p50",
+    ]
     rows = [header]
     for n in t.nodes:
         holds = "?" if n.holds_floating_ip is None else ("yes" if n.holds_floating_ip else "no")
@@ -369,6 +412,8 @@ def render_table(t: Topology) -> str:
                 _queue_text(n),
                 _age_text(n.queue_oldest_age_seconds),
                 n.balancer_state,
+                n.health_level or "-",
+                _latency_text(n.greeting_latency_median_seconds),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

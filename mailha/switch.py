@@ -1,7 +1,9 @@
 """Failover and failback: one function for both, as patronictl does.
 
 Print the topology, decide the target and the mode, check preconditions
-(the playbook's "Precondition:" tasks), print the plan, ask unless --yes,
+(the playbook's "Precondition:" tasks), run the preflight checks of the
+target and the floating IP (a failure refuses the switch unless
+--skip-preflight), print the plan, ask unless --yes,
 take the switch lock, run the playbook with live progress, record everything
 in the audit log, and print the topology again. A failed step stops the run
 and says what state the pair is in and which command continues or rolls back.
@@ -14,14 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from mailha import fencing
+from mailha import preflight as preflight_mod
 from mailha import status as status_mod
 from mailha.audit import AuditLog, Record, Step, now_iso, switch_lock
-from mailha.errors import MailhaError
+from mailha.errors import EXIT_PREFLIGHT_REFUSED, MailhaError
 from mailha.pair import Pair
+from mailha.preflight.result import FAIL, PASS
 from mailha.runner import PlaybookResult, run_playbook
 
 PLAYBOOKS = {
@@ -44,6 +49,7 @@ PLAN = [
     "send a test message through the load balancer; the target must deliver it",
 ]
 FORCED_SKIPS = {0, 3}  # forced mode does not touch the source's load balancer slot or queue
+SKIP_PREFLIGHT = "--skip-preflight"
 
 
 @dataclass
@@ -54,6 +60,8 @@ class SwitchOutcome:
     mode: str
     dry_run: bool
     preconditions: list[Step] = field(default_factory=list)
+    # The preflight of the target: preflight_summary() and every result, or why it was skipped.
+    preflight: dict | None = None
     steps: list[Step] = field(default_factory=list)
     result: str = "pending"
     message: str = ""
@@ -180,6 +188,61 @@ def end_dry_run(outcome: SwitchOutcome, as_json: bool, echo: Callable[[str], Non
         click.echo(outcome.to_json())
 
 
+def preflight_summary(report: preflight_mod.Report, target: str) -> dict:
+    """What the audit record keeps of a preflight that ran: its verdict, the
+    counts of pass, warn and fail, and each finding that did not pass."""
+    document = report.to_dict()
+    return {
+        "status": "ran",
+        "relay": target,
+        "verdict": report.verdict,
+        "summary": document["summary"],
+        "findings": [f"{r.level} {r.check} {r.subject}: {r.reason}" for r in report.results if r.level != PASS],
+    }
+
+
+def refuse(outcome: SwitchOutcome, message: str, as_json: bool, exit_code: int | None = None) -> NoReturn:
+    """End a switch that changed nothing: the outcome says so (as JSON too), then one line."""
+    outcome.result, outcome.message = "refused", message
+    if as_json:
+        click.echo(outcome.to_json())
+    raise MailhaError(message, exit_code=exit_code)
+
+
+def check_preflight(
+    pair: Pair, outcome: SwitchOutcome, skip: str, *, dry_run: bool, as_json: bool, echo: Callable[[str], None]
+) -> None:
+    """The preflight checks that concern the target and the floating IP: a check
+    that fails refuses the switch (EXIT_PREFLIGHT_REFUSED), warnings are shown.
+
+    The source relay's own checks, and parity and the clocks (which compare it
+    with the target), are left out: the source may be down, which is often why
+    the switch is made, and the playbook's preconditions compare the relays'
+    settings already. `skip` says why it does not run ("--skip-preflight", or
+    "drill"); the audit record says so too."""
+    target, command = outcome.target, outcome.command
+    if skip:
+        outcome.preflight = {"status": "skipped", "why": skip}
+        echo(f"Preflight of {target}: skipped ({skip})")
+        return
+    echo(f"Preflight of {target} and the floating IP:")
+    verb = f"dry run: {command} to {target} would be refused" if dry_run else f"refusing {command} to {target}"
+    anyway = f"rerun with {SKIP_PREFLIGHT} to switch anyway; nothing was changed"
+    try:
+        report = preflight_mod.run(pair, for_relays=[target])
+    except MailhaError as exc:
+        outcome.preflight = {"status": "could not run", "why": exc.message}
+        message = f"{verb}: the preflight could not run: {exc.message}; {anyway}"
+        refuse(outcome, message, as_json, EXIT_PREFLIGHT_REFUSED)
+    for line in preflight_mod.render_table(report).splitlines():
+        echo(f"  {line}")
+    outcome.preflight = preflight_summary(report, target) | {"results": [r.to_dict() for r in report.results]}
+    failed = [r for r in report.results if r.level == FAIL]
+    if failed:
+        found = "; ".join(f"{r.check} {r.subject}: {r.reason}{f' (fix: {r.fix})' if r.fix else ''}" for r in failed)
+        refuse(outcome, f"{verb}: preflight failed: {found}; {anyway}", as_json, EXIT_PREFLIGHT_REFUSED)
+
+
 def check_and_plan(
     pair: Pair,
     playbook: Path,
@@ -193,16 +256,17 @@ def check_and_plan(
     as_json: bool,
     confirm: Callable[[str], bool],
     echo: Callable[[str], None],
+    skip_preflight: str = "",
 ) -> bool:
-    """Run the playbook's "Precondition:" tasks, print the plan and ask. False after a
-    dry run; MailhaError when a precondition fails or the operator declines."""
+    """Run the playbook's "Precondition:" tasks and the target's preflight, print the
+    plan and ask. False after a dry run; MailhaError when a precondition or a
+    preflight check fails (a dry run too: it shows what would be refused), or
+    the operator declines."""
     checks = run_playbook(playbook, pair.inventory_path, extravars, tags="preconditions", on_step=echo_step(echo))
     outcome.preconditions = checks.steps
     if not checks.ok:
-        outcome.result, outcome.message = "refused", f"a precondition failed: {checks.failure}; nothing was changed"
-        if as_json:
-            click.echo(outcome.to_json())
-        raise MailhaError(outcome.message)
+        refuse(outcome, f"a precondition failed: {checks.failure}; nothing was changed", as_json)
+    check_preflight(pair, outcome, skip_preflight, dry_run=dry_run, as_json=as_json, echo=echo)
     echo("Plan:")
     for line in plan:
         echo(f"  {line}")
@@ -228,9 +292,11 @@ def run_switch(
     fail_at: str | None = None,
     confirm: Callable[[str], bool] = lambda text: click.confirm(text, default=False),
     echo: Callable[[str], None] | None = None,
+    skip_preflight: str = "",
 ) -> SwitchOutcome:
     """Run a failover or failback. Progress goes to `echo` (default: the
     terminal, or nothing with `as_json`); `as_json` prints the outcome as JSON.
+    `skip_preflight` says why the target's preflight does not run (check_preflight).
 
     Everything is decided under the switch lock, from the topology read there:
     a second switch that waited for the lock sees what the first one did."""
@@ -272,12 +338,14 @@ def run_switch(
             as_json=as_json,
             confirm=confirm,
             echo=echo,
+            skip_preflight=skip_preflight,
         )
         if not go:
             return outcome
 
         record = Record(command=command, reason=reason, environment=pair.environment)
-        record.details = {"target": target, "source": source, "mode": mode}
+        preflight = {k: v for k, v in (outcome.preflight or {}).items() if k != "results"}
+        record.details = {"target": target, "source": source, "mode": mode, "preflight": preflight}
         began = time.monotonic()
         echo("Switching:")
         result = run_playbook(

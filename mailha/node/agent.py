@@ -3,11 +3,15 @@
   GET /active   200 "active" only when this node holds the floating IP, its
                 MTA is healthy and it is not drained; otherwise 503 and a
                 one-line reason. HAProxy checks this, so HAProxy and VRRP
-                never disagree about the active node.
-  GET /health   200 / 503 from the health check alone.
-  GET /metrics  the same facts in the Prometheus text format.
+                never disagree about the active node. Degraded (below)
+                stays 200 unless failover_on_degraded.
+  GET /health   200 / 503 from the health check alone; while degraded the
+                200's body is "healthy, degraded: <reasons>".
+  GET /metrics  the same facts in the Prometheus text format (below).
   GET /status   everything as one JSON object, for `mailha status`: health
-                findings, VRRP state (last line of the transition log),
+                findings, health_level ("ok", "degraded", "failed"),
+                greeting_latency_median_seconds, degraded_reasons (one line
+                each), VRRP state (last line of the transition log),
                 floating IP held, drained, queue counts and oldest age,
                 and this node's split-brain view (below): vrrp_priority
                 (effective), address, split_brain, demoted, demoted_reason.
@@ -21,21 +25,61 @@ Exit codes (it never stops on its own while all is well):
 The checks are mailha-health's own code (imported, not copied) and its
 settings file /etc/mailha/health.conf (agent_bind_address, agent_port,
 agent_request_timeout, agent_max_connections, floating_ip, drain_file,
-watch_*, track_file, and for split brain peer_agent_url, peer_address,
-node_address, vrrp_priority, vrrp_priority_file, vrrp_advert_interval).
+watch_*, track_file, split_brain_track_file, degraded_*,
+failover_on_degraded, and for split brain
+peer_agent_url, peer_address, node_address, vrrp_priority,
+vrrp_priority_file, vrrp_advert_interval).
 
 The watcher (watch_interval > 0) runs the check every watch_interval
 seconds. The endpoints answer from its latest verdict while that is fresh,
 so HAProxy can poll often without costing an SMTP session each time. With
 track_file set it also writes keepalived's track file: 1 after watch_fall
 failed checks in a row (keepalived puts the instance in FAULT at once,
-through inotify), 0 after watch_rise healthy ones; and 1 at once while the
-node is demoted for a split brain (below), whatever the MTA. keepalived's own
-vrrp_script stays the backstop: a file whose writer died keeps its last
-value, so the file only ever makes detection faster. A configured dry run
-(full_check) is rationed by run_checks itself: at most one every
-full_check_interval seconds across the watcher and keepalived's script,
-the greeting in between (mailha-health's header says why).
+through inotify), 0 after watch_rise healthy ones. The demotion for a split
+brain (below) goes to split_brain_track_file, 1 at once while the node is
+demoted, else 0, so keepalived can track the guard without the MTA watch (a
+correctness feature, not a timing). With split_brain_track_file empty (an
+older config) the demotion goes into track_file instead: 1 while the MTA
+failed or the node is demoted. A file is written when its value changes,
+and every file at start. keepalived's own vrrp_script stays the backstop: a
+file whose writer died keeps its last value, so the file only ever makes
+detection faster. A configured dry run (full_check) is rationed by
+run_checks itself: at most one every full_check_interval seconds across
+the watcher and keepalived's script, the greeting in between
+(mailha-health's header says why).
+
+Degraded: a relay that works, but slowly or backed up. Only the watcher can
+tell (keepalived's one-shot script keeps no history), so the level is its
+own, judged at every check (an evaluation):
+- the median of the last degraded_latency_window greeting times is above
+  degraded_latency_seconds. The window must be full before it is judged,
+  and its median ignores a few slow answers: one slow answer never changes
+  the level. A check with no greeting counts as the deadline (timeout): a
+  relay missing deadlines is slow, and ignoring misses would make the
+  median look better the worse things get. Dry runs are not greetings;
+- or the five queues hold more than degraded_queue_messages messages, or
+  the oldest is older than degraded_queue_age_seconds (an unreadable queue
+  counts too). The queue is read at most every QUEUE_READ_INTERVAL seconds
+  (the constant says why);
+- with hysteresis: degraded after the condition held for degraded_fall
+  evaluations in a row, ok after degraded_rise without it.
+None (0 or empty in health.conf) turns a threshold off. The level is
+"failed" whenever the check fails (/health 503: the MTA's verdict wins),
+else "degraded" or "ok"; without a watcher it is never "degraded".
+Degraded moves nothing by default: a slow relay that works is better than
+none. With failover_on_degraded the watcher treats it as failed: the track
+file says 1 and /active answers 503 "degraded (failover_on_degraded): ...".
+
+/metrics: mailha_health_exit_code, mailha_active, mailha_floating_ip_held,
+mailha_drained, mailha_split_brain, mailha_demoted (alert rules use these
+names: keep them), mailha_health_level (0 ok, 1 degraded, 2 failed),
+mailha_smtp_check_seconds (the latest check), mailha_smtp_greeting_seconds
+(histogram of every greeting the watcher measured since it started),
+mailha_vrrp_state{state=MASTER|BACKUP|FAULT|STOP|UNKNOWN} (1 for the
+current one), mailha_vrrp_last_transition_timestamp_seconds,
+mailha_queue_messages (with max_queue), mailha_queue_oldest_message_age_seconds
+and mailha_queue_disk_free_megabytes (with min_free_disk_mb), the last
+four only when known.
 
 HAProxy sends mail only to a node whose /active answers, so no client may
 keep the agent from answering it. 300 half-sent requests from one outside
@@ -76,16 +120,23 @@ duplicate. The pair settles it by itself, the same way every time:
   whose claim loses demotes itself when the peer is healthy and no VRRP
   advertisement from it arrived in the last 3 * vrrp_advert_interval + 1 s
   (one that arrives means VRRP gets through and keepalived settles it
-  itself): the track file says 1, so keepalived goes to FAULT and releases
-  the floating IP at once (inotify), and /active answers 503 "demoted:
-  split brain, peer X holds the floating IP with a better claim", so
-  HAProxy stops at once too. The winner does nothing.
+  itself): the demotion's track file says 1, so keepalived goes to FAULT
+  and releases the floating IP at once (inotify), and /active answers 503
+  "demoted: split brain, peer X holds the floating IP with a better
+  claim", so HAProxy stops at once too. The winner does nothing.
 - The node stays demoted while the peer holds the floating IP, is healthy
   and no advert of it arrives. An advert from the peer (VRRP is back:
   keepalived leaves FAULT as BACKUP, hears the MASTER and stays BACKUP),
   or a peer that lets the floating IP go, fails its check or stops
   answering (then VRRP, cut or not, lets this node take over) clears the
   demotion at once.
+- A restarted agent starts demoted when split_brain_track_file says 1 and
+  a peer is set, and its first poll decides again as above (stay demoted,
+  or clear). Starting from 0 would take keepalived out of FAULT and, VRRP
+  still cut, back to MASTER for a second split brain before the guard
+  demoted it again. Without a peer nothing could clear it: 0 at start. A
+  demotion folded into track_file cannot be told from an MTA failure; the
+  restarted watcher takes it for one (watch_rise healthy checks clear it).
 - Adverts are seen on a raw socket of IP protocol 112 (a thread): the
   kernel gives it a copy of every VRRP packet the input firewall accepts,
   whatever keepalived does with it; the peer's are those whose source is
@@ -97,6 +148,7 @@ IP), demoted and demoted_reason, with vrrp_priority and address: the
 claim the peer reads.
 """
 
+import bisect
 import collections
 import contextlib
 import http.client
@@ -108,12 +160,14 @@ import os
 import queue
 import socket
 import socketserver
+import statistics
 import sys
 import threading
 import time
 import urllib.parse
 
 from mailha.node import addresses, files, health, postfix_role, vrrp
+from mailha.node.queue import total as queue_total
 
 EXIT_STOPPED = 1
 # A burst of connections waits in the listen queue while the accept loop
@@ -130,6 +184,22 @@ IPPROTO_VRRP = 112
 PEER_TIMEOUT = 0.5
 # Our own /status is about 1 KB; a longer answer is not one.
 PEER_STATUS_LIMIT = 65536
+# The demotion a restarted agent starts from (was_demoted), until a poll decides.
+CARRIED_OVER = "split brain: this node was demoted when the agent started again"
+# The watcher reads the queue for the degraded level at most this often.
+# A reading lists and stats every file of the five queues, one stat per
+# message: on a big spool that is real disk work, and four times a second
+# (watch_interval) it would compete with Postfix's queue manager for the disk
+# of the very relay that is backed up. A queue grows and ages over minutes;
+# a reading 5 s old costs the level at most 5 s.
+QUEUE_READ_INTERVAL = 5.0
+# mailha_smtp_greeting_seconds' buckets (upper bounds, seconds).
+GREETING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# The health levels, in the order of mailha_health_level's values (0, 1, 2).
+LEVELS = ("ok", "degraded", "failed")
+# mailha_vrrp_state's label values: keepalived's states, and UNKNOWN for no
+# (or an unreadable) transition log.
+VRRP_STATE_LABELS = (*vrrp.STATES, "UNKNOWN")
 
 
 def log(text):
@@ -154,27 +224,99 @@ def write_track_value(path, value):
     files.replace_file(path, f"{value:d}\n", encoding="ascii")
 
 
+def was_demoted(settings):
+    """The demotion a restarted agent starts from (the header says why):
+    what split_brain_track_file says, when a peer is set."""
+    path = settings["split_brain_track_file"]
+    return bool(path and settings["peer_agent_url"]) and read_track_value(path) != 0
+
+
+class Histogram:
+    """A Prometheus histogram: observations counted per bucket, cumulated
+    (as the format wants) only when rendered. Not thread-safe by itself:
+    the Watcher holds its lock around observe() and snapshot()."""
+
+    def __init__(self, bounds):
+        self.bounds = tuple(bounds)
+        # One count per bound, and a last one for values above every bound.
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value):
+        # bisect_left: a value equal to a bound belongs to it (le = "<=").
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def snapshot(self):
+        return HistogramSnapshot(self.bounds, tuple(self.counts), self.sum)
+
+
+class HistogramSnapshot(collections.namedtuple("HistogramSnapshot", "bounds counts sum")):
+    def exposition(self, name, description):
+        """The histogram's lines in the Prometheus text format."""
+        lines = [f"# HELP {name} {description}", f"# TYPE {name} histogram"]
+        cumulative = 0
+        for bound, count in zip((*self.bounds, None), self.counts, strict=True):
+            cumulative += count
+            label = "+Inf" if bound is None else f"{bound:g}"
+            lines.append(f'{name}_bucket{{le="{label}"}} {cumulative:d}')
+        lines += [f"{name}_sum {self.sum:.6f}", f"{name}_count {cumulative:d}"]
+        return lines
+
+
+class Grade(collections.namedtuple("Grade", "degraded reasons median fault greetings")):
+    """The watcher's degraded level at one moment: degraded (with the
+    hysteresis), the reasons of the last evaluation that found it, the
+    greetings' median (None before the first), fault (degraded and
+    failover_on_degraded: keepalived and /active treat it as failed) and
+    the greeting histogram (a HistogramSnapshot, None without a watcher)."""
+
+
+# Without a watcher there is no history, so no degraded level.
+NO_GRADE = Grade(False, (), None, False, None)
+
+
+def health_level(findings, grade=NO_GRADE):
+    """ "failed" whenever /health says 503 (the MTA's verdict wins), else
+    "degraded" or "ok" from the watcher's grade."""
+    if findings["exit_code"] != health.EXIT_HEALTHY:
+        return "failed"
+    return "degraded" if grade.degraded else "ok"
+
+
 class Watcher:
     """Check every `watch_interval` s; keep the latest findings; mirror them
-    into the track file with watch_fall / watch_rise hysteresis. serve()
+    into the track file with watch_fall / watch_rise hysteresis, and the
+    split-brain guard's demotion into its own file (or, without one, into
+    the same); grade the relay ok or degraded (header: "Degraded"). serve()
     runs it in a thread of its own."""
 
-    def __init__(self, settings, check=None, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, settings, check=None, clock=time.monotonic, sleep=time.sleep, demoted=False, read_queue=None):
         self.settings = settings
         self.check = check or health.run_checks
         self.clock, self.sleep = clock, sleep
+        self.read_queue = read_queue or (lambda: health.queue_details(settings["queue_directory"]))
         self.lock = threading.Lock()
         self.latest = None  # (clock time, findings)
         self.track_file = settings["track_file"]
+        self.split_brain_track_file = settings["split_brain_track_file"]
         # Start from what the file says, so a restarted agent does not clear
         # a failure before the MTA has proved itself watch_rise times.
         self.failed = bool(self.track_file) and read_track_value(self.track_file) != 0
         self.streak = 0
-        # Set by the split-brain guard (from its thread): the track file says
-        # 1 while either the MTA failed or the node is demoted.
-        self.demoted = False
+        # Set by the split-brain guard (from its thread); at start, what
+        # was_demoted() found.
+        self.demoted = demoted
         self.track_lock = threading.Lock()
-        self.written = None
+        self.written = {}  # path: the value last written there
+        # The degraded level (header: "Degraded"), under self.lock for the
+        # endpoints' threads.
+        self.greetings = collections.deque(maxlen=settings["degraded_latency_window"])
+        self.greeting_seconds = Histogram(GREETING_BUCKETS)
+        self.queue_reading = None  # (clock time, the reasons it gave)
+        self.degraded = False
+        self.degraded_streak = 0
+        self.degraded_reasons = ()
 
     def fresh(self):
         """The latest findings while they can stand for a new check, else None."""
@@ -186,11 +328,28 @@ class Watcher:
         return latest[1] if self.clock() - latest[0] <= limit else None
 
     def observe(self, findings):
-        """Record one check; returns the MTA's new verdict for the track file
-        (1 failed, 0 healthy), or None for no change. sync_track() writes it,
-        with the demotion."""
+        """Record one check; returns the watcher's new value for the track
+        file (1 the MTA failed, or degraded with failover_on_degraded; 0
+        neither), or None for no change. sync_track() writes it, with the
+        demotion."""
+        before = self.own_fault()
         with self.lock:
             self.latest = (self.clock(), findings)
+        self.grade_check(findings)
+        self.judge_mta(findings)
+        after = self.own_fault()
+        return None if after == before else int(after)
+
+    def own_fault(self):
+        """The watcher's own causes for the track file: the MTA failed (with
+        watch_fall / watch_rise), or degraded and failover_on_degraded."""
+        return self.failed or self.degraded_fault()
+
+    def degraded_fault(self):
+        return self.degraded and self.settings["failover_on_degraded"]
+
+    def judge_mta(self, findings):
+        """The MTA's verdict with watch_fall / watch_rise hysteresis (self.failed)."""
         healthy = findings["exit_code"] == health.EXIT_HEALTHY
         if healthy != self.failed:
             # The verdict agrees with the state: nothing to count.
@@ -204,34 +363,128 @@ class Watcher:
         log(f"MTA failed: {findings['reason']}" if self.failed else "MTA healthy again")
         return 1 if self.failed else 0
 
+    def grade_check(self, findings):
+        """One evaluation of the degraded level (header: "Degraded")."""
+        now = self.clock()
+        smtp = findings.get("smtp", {})
+        with self.lock:
+            if smtp.get("ok") and not smtp.get("dry_run") and "seconds" in smtp:
+                self.greetings.append(smtp["seconds"])
+                self.greeting_seconds.observe(smtp["seconds"])
+            elif smtp.get("ok") is False:
+                # No greeting within the deadline (or none at all): a miss
+                # counts as the deadline, or the median would improve as
+                # more greetings fail. Not a measurement: not in the histogram.
+                self.greetings.append(self.settings["timeout"])
+        reasons = self.latency_reasons() + self.queue_reasons(now)
+        if bool(reasons) == self.degraded:
+            self.degraded_streak = 0
+        else:
+            self.degraded_streak += 1
+        needed = self.settings["degraded_rise"] if self.degraded else self.settings["degraded_fall"]
+        with self.lock:
+            if reasons:
+                self.degraded_reasons = tuple(reasons)
+            if self.degraded_streak < needed:
+                return
+            self.degraded, self.degraded_streak = bool(reasons), 0
+            if not self.degraded:
+                self.degraded_reasons = ()
+        if self.degraded:
+            moves = "; failover_on_degraded: track file 1, /active 503" if self.degraded_fault() else ""
+            log(f"degraded: {'; '.join(reasons)}{moves}")
+        else:
+            log("no longer degraded")
+
+    def latency_reasons(self):
+        """The greeting median's reason, judged on a full window only (before
+        it fills, one slow answer could be most of it)."""
+        limit = self.settings["degraded_latency_seconds"]
+        with self.lock:
+            samples = list(self.greetings)
+        if limit is None or len(samples) < self.greetings.maxlen:
+            return []
+        median = statistics.median(samples)
+        if median <= limit:
+            return []
+        return [
+            f"greeting median {median:.3f} s over the last {len(samples):d} checks (degraded_latency_seconds {limit:g})"
+        ]
+
+    def queue_reasons(self, now):
+        """The queue's reasons, from a reading at most QUEUE_READ_INTERVAL old."""
+        max_messages = self.settings["degraded_queue_messages"]
+        max_age = self.settings["degraded_queue_age_seconds"]
+        if max_messages is None and max_age is None:
+            return []
+        if self.queue_reading is None or not 0 <= now - self.queue_reading[0] < QUEUE_READ_INTERVAL:
+            self.queue_reading = (now, self.read_queue_reasons(max_messages, max_age))
+        return list(self.queue_reading[1])
+
+    def read_queue_reasons(self, max_messages, max_age):
+        try:
+            counts, oldest = self.read_queue()
+        except OSError as err:
+            return [f"queue unreadable: {err}"]
+        reasons = []
+        messages = queue_total(counts)
+        if max_messages is not None and messages > max_messages:
+            reasons.append(f"queue holds {messages:d} messages (degraded_queue_messages {max_messages:d})")
+        if max_age is not None and oldest is not None and oldest > max_age:
+            reasons.append(f"oldest queued message is {oldest:.0f} s old (degraded_queue_age_seconds {max_age:g})")
+        return reasons
+
+    def grade(self):
+        """A Grade: the degraded level and its facts, for the endpoints."""
+        with self.lock:
+            samples = list(self.greetings)
+            return Grade(
+                self.degraded,
+                self.degraded_reasons if self.degraded else (),
+                round(statistics.median(samples), 4) if samples else None,
+                self.degraded_fault(),
+                self.greeting_seconds.snapshot(),
+            )
+
     def track_value(self):
-        """What keepalived must read: 1 while the MTA failed (with the
-        hysteresis above) or the node is demoted, else 0."""
-        return 1 if self.failed or self.demoted else 0
+        """What keepalived must read from track_file: 1 while the MTA failed
+        (with the hysteresis above) or the node is degraded with
+        failover_on_degraded, or, without split_brain_track_file, while the
+        node is demoted too; else 0."""
+        demoted = self.demoted and not self.split_brain_track_file
+        return 1 if self.own_fault() or demoted else 0
+
+    def track_values(self):
+        """{path: value} of every file this agent writes."""
+        values = {}
+        if self.track_file:
+            values[self.track_file] = self.track_value()
+        if self.split_brain_track_file:
+            values[self.split_brain_track_file] = 1 if self.demoted else 0
+        return values
 
     def set_demoted(self, demoted):
-        """The guard's verdict; applies to the track file at once."""
+        """The guard's verdict; applies to its track file at once."""
         self.demoted = demoted
         self.sync_track()
 
     def sync_track(self, force=False):
-        """Write the track value when it differs from the last one written.
-        Both threads call it; whichever writes last has seen both causes."""
-        if not self.track_file:
-            return
+        """Write each file whose value differs from the last one written there
+        (every file with force). Both threads call it; whichever writes last
+        has seen both causes."""
         with self.track_lock:
-            value = self.track_value()
-            if value != self.written or force:
-                self.written = value
-                self._write_track(value)
+            for path, value in self.track_values().items():
+                if value != self.written.get(path) or force:
+                    self.written[path] = value
+                    self._write_track(path, value)
 
-    def _write_track(self, value):
+    def _write_track(self, path, value):
         # A track file that cannot be written costs keepalived its fast path,
         # not HAProxy its answers: the watcher goes on.
         try:
-            write_track_value(self.track_file, value)
+            write_track_value(path, value)
         except OSError as err:
-            log(f"cannot write {self.track_file}: {err}")
+            log(f"cannot write {path}: {err}")
 
     def run(self):
         """Check forever; returns (or raises) only on a bug, and serve() then exits."""
@@ -398,6 +651,7 @@ class SplitBrainGuard:
         on_change=None,
         clock=time.monotonic,
         sleep=time.sleep,
+        demoted=False,
     ):
         self.settings = settings
         self.url = settings["peer_agent_url"]
@@ -412,7 +666,9 @@ class SplitBrainGuard:
         self.on_change = on_change or (lambda demoted: None)
         self.clock, self.sleep = clock, sleep
         self.split_brain = False
-        self.demoted_reason = None
+        # A restarted agent may start demoted (was_demoted): the first poll
+        # keeps or clears it as for any demotion.
+        self.demoted_reason = CARRIED_OVER if demoted else None
 
     @property
     def demoted(self):
@@ -485,10 +741,18 @@ class SplitBrainGuard:
             self.sleep(max(0.0, self.settings["watch_interval"] - (self.clock() - began)))
 
 
-def evaluate(settings, watcher=None, guard=None):
+def grade_of(watcher):
+    """The watcher's Grade (NO_GRADE without a watcher)."""
+    return watcher.grade() if watcher is not None else NO_GRADE
+
+
+def evaluate(settings, watcher=None, guard=None, grade=None):
     """The facts behind every endpoint: the watcher's latest verdict while
-    it is fresh, otherwise a check of its own."""
+    it is fresh, otherwise a check of its own. A degraded relay stays
+    active (HAProxy keeps a slow but working relay) unless
+    failover_on_degraded; grade is the watcher's, taken once by the caller."""
     findings = (watcher.fresh() if watcher is not None else None) or health.run_checks(settings)
+    grade = grade_of(watcher) if grade is None else grade
     holds_ip = holds_address(settings["floating_ip"])
     drained = os.path.exists(settings["drain_file"])
     demoted_reason = guard.demoted_reason if guard is not None else None
@@ -497,6 +761,9 @@ def evaluate(settings, watcher=None, guard=None):
     elif demoted_reason is not None:
         # Before "not held": keepalived releases the floating IP at once.
         active_reason = f"demoted: {demoted_reason}"
+    elif grade.fault:
+        # Likewise: the track file says 1, keepalived releases it at once.
+        active_reason = f"degraded (failover_on_degraded): {'; '.join(grade.reasons)}"
     elif not holds_ip:
         active_reason = f"floating IP {settings['floating_ip'] or '(unset)'} not held"
     elif drained:
@@ -519,7 +786,7 @@ def route(path):
     return postfix_role.read_route(path)
 
 
-def status_document(settings, findings, holds_ip, drained, active_reason, guard=None):
+def status_document(settings, findings, holds_ip, drained, active_reason, guard=None, grade=NO_GRADE):
     counts, oldest_age = health.queue_details(settings["queue_directory"])
     state, since = vrrp_state(settings["vrrp_log"])
     demoted_reason = guard.demoted_reason if guard is not None else None
@@ -527,6 +794,9 @@ def status_document(settings, findings, holds_ip, drained, active_reason, guard=
         "host": socket.getfqdn(),
         "healthy": findings["exit_code"] == health.EXIT_HEALTHY,
         "health": findings,
+        "health_level": health_level(findings, grade),
+        "greeting_latency_median_seconds": grade.median,
+        "degraded_reasons": list(grade.reasons),
         "vrrp_state": state,
         "vrrp_since": since,
         "holds_floating_ip": holds_ip,
@@ -546,7 +816,10 @@ def status_document(settings, findings, holds_ip, drained, active_reason, guard=
     }
 
 
-def _metrics(findings, holds_ip, drained, active_reason, guard=None):
+def _metrics(findings, holds_ip, drained, active_reason, guard=None, grade=NO_GRADE, transition=None, queue_age=None):
+    """The Prometheus text format (0.0.4): HELP and TYPE once per family.
+    transition is the transition log's last line (vrrp.Transition, None
+    when unknown), queue_age the oldest queued message's age (None: none)."""
     lines = [
         "# HELP mailha_health_exit_code Exit code of mailha-health (0 healthy).",
         "# TYPE mailha_health_exit_code gauge",
@@ -567,16 +840,66 @@ def _metrics(findings, holds_ip, drained, active_reason, guard=None):
         "# TYPE mailha_demoted gauge",
         f"mailha_demoted {guard is not None and guard.demoted:d}",
     ]
+    level = health_level(findings, grade)
+    lines += [
+        "# HELP mailha_health_level Health level: 0 ok, 1 degraded, 2 failed.",
+        "# TYPE mailha_health_level gauge",
+        f"mailha_health_level {LEVELS.index(level):d}",
+    ]
     if "seconds" in findings.get("smtp", {}):
-        lines += ["# TYPE mailha_smtp_check_seconds gauge", f"mailha_smtp_check_seconds {findings['smtp']['seconds']}"]
+        lines += [
+            "# HELP mailha_smtp_check_seconds Seconds the latest SMTP check took.",
+            "# TYPE mailha_smtp_check_seconds gauge",
+            f"mailha_smtp_check_seconds {findings['smtp']['seconds']}",
+        ]
+    if grade.greetings is not None:
+        lines += grade.greetings.exposition(
+            "mailha_smtp_greeting_seconds", "Seconds of each greeting the watcher measured, since the agent started."
+        )
+    state = transition.state if transition is not None else "UNKNOWN"
+    state = state if state in VRRP_STATE_LABELS else "UNKNOWN"
+    lines += [
+        "# HELP mailha_vrrp_state 1 for keepalived's state at its last transition (UNKNOWN: no transition log).",
+        "# TYPE mailha_vrrp_state gauge",
+        *(f'mailha_vrrp_state{{state="{label}"}} {label == state:d}' for label in VRRP_STATE_LABELS),
+    ]
+    stamp = transition.timestamp() if transition is not None else None
+    if stamp is not None:
+        lines += [
+            "# HELP mailha_vrrp_last_transition_timestamp_seconds Unix time of keepalived's last transition.",
+            "# TYPE mailha_vrrp_last_transition_timestamp_seconds gauge",
+            f"mailha_vrrp_last_transition_timestamp_seconds {stamp:.3f}",
+        ]
     if "messages" in findings.get("queue", {}):
-        lines += ["# TYPE mailha_queue_messages gauge", f"mailha_queue_messages {findings['queue']['messages']:d}"]
+        lines += [
+            "# HELP mailha_queue_messages Messages in the five queues (mailha.node.queue), with max_queue set.",
+            "# TYPE mailha_queue_messages gauge",
+            f"mailha_queue_messages {findings['queue']['messages']:d}",
+        ]
+    if queue_age is not None:
+        lines += [
+            "# HELP mailha_queue_oldest_message_age_seconds Age of the oldest queued message.",
+            "# TYPE mailha_queue_oldest_message_age_seconds gauge",
+            f"mailha_queue_oldest_message_age_seconds {queue_age:g}",
+        ]
     if "free_mb" in findings.get("disk", {}):
         lines += [
+            "# HELP mailha_queue_disk_free_megabytes Free megabytes on the queue filesystem.",
             "# TYPE mailha_queue_disk_free_megabytes gauge",
             f"mailha_queue_disk_free_megabytes {findings['disk']['free_mb']:d}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def metrics_page(settings, findings, holds_ip, drained, active_reason, guard=None, grade=NO_GRADE):
+    """/metrics: _metrics with the VRRP transition and the queue's oldest
+    age read now (a scrape every few seconds, as /status reads them)."""
+    try:
+        queue_age = health.queue_details(settings["queue_directory"])[1]
+    except OSError:
+        queue_age = None
+    transition = vrrp.last_transition(settings["vrrp_log"])
+    return _metrics(findings, holds_ip, drained, active_reason, guard, grade, transition, queue_age)
 
 
 class RequestTimeout(TimeoutError):
@@ -785,24 +1108,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path not in ("/active", "/health", "/metrics", "/status"):
             self._answer(404, "not found\n")
             return
-        findings, holds_ip, drained, active_reason = evaluate(settings, watcher, guard)
+        grade = grade_of(watcher)
+        findings, holds_ip, drained, active_reason = evaluate(settings, watcher, guard, grade)
         if path == "/active":
             if active_reason is None:
                 self._answer(200, "active\n")
             else:
                 self._answer(503, f"not active: {active_reason}\n")
         elif path == "/status":
-            document = status_document(settings, findings, holds_ip, drained, active_reason, guard)
+            document = status_document(settings, findings, holds_ip, drained, active_reason, guard, grade)
             self._answer(200, json.dumps(document) + "\n", "application/json")
         elif path == "/health":
-            if findings["exit_code"] == health.EXIT_HEALTHY:
-                self._answer(200, "healthy\n")
-            else:
+            if findings["exit_code"] != health.EXIT_HEALTHY:
                 self._answer(503, f"{findings['reason']}\n")
+            elif grade.degraded:
+                self._answer(200, f"healthy, degraded: {'; '.join(grade.reasons)}\n")
+            else:
+                self._answer(200, "healthy\n")
         else:
             self._answer(
                 200,
-                _metrics(findings, holds_ip, drained, active_reason, guard),
+                metrics_page(settings, findings, holds_ip, drained, active_reason, guard, grade),
                 "text/plain; version=0.0.4; charset=utf-8",
             )
 
@@ -854,13 +1180,16 @@ def main():
     except health.UsageError as err:
         log(str(err))
         return health.EXIT_USAGE
-    watcher = Watcher(settings) if settings["watch_interval"] > 0 else None
+    demoted = was_demoted(settings)
+    if demoted:
+        log(f"{settings['split_brain_track_file']} says demoted for a split brain: kept until the guard's poll")
+    watcher = Watcher(settings, demoted=demoted) if settings["watch_interval"] > 0 else None
     guard = None
     # load_config makes sure the watcher runs when a peer is set.
     if settings["peer_agent_url"] and watcher is not None:
         adverts = AdvertListener(health.peer_address(settings))
         adverts.start()
-        guard = SplitBrainGuard(settings, adverts=adverts, on_change=watcher.set_demoted)
+        guard = SplitBrainGuard(settings, adverts=adverts, on_change=watcher.set_demoted, demoted=demoted)
     try:
         server = AgentServer(settings, watcher, guard=guard)
     except OSError as err:

@@ -38,6 +38,7 @@ other commands and the controller.
 import argparse
 import ipaddress
 import json
+import math
 import os
 import sys
 import time
@@ -89,6 +90,21 @@ DEFAULTS = {
     "watch_fall": 2,
     "watch_rise": 4,
     "track_file": "",
+    # The split-brain guard's demotion for keepalived, 1 while demoted ("" =
+    # folded into track_file, as before this setting existed).
+    "split_brain_track_file": "",
+    # The watcher's degraded level (mailha-health-agent's header): slow
+    # greetings (their median over the last degraded_latency_window checks)
+    # or a big or old queue, held for degraded_fall evaluations, cleared
+    # after degraded_rise. None turns a threshold off. Degraded moves the
+    # floating IP only with failover_on_degraded.
+    "degraded_latency_seconds": 0.5,
+    "degraded_latency_window": 20,
+    "degraded_queue_messages": 10000,
+    "degraded_queue_age_seconds": None,
+    "degraded_fall": 8,
+    "degraded_rise": 40,
+    "failover_on_degraded": False,
     # Split brain (mailha-health-agent's header): the peer's agent
     # ("" = no split-brain handling), this node's VRRP claim (keepalived's
     # priority, with its override file, and this node's own address, "" =
@@ -120,6 +136,35 @@ def _parse_non_negative_float(text):
     value = float(text)
     if value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def _parse_threshold(convert, unit):
+    """A threshold of the degraded level: a positive number, or "", none or
+    0 for off (None)."""
+
+    def parse(text):
+        text = text.strip().lower()
+        if text in ("", "none", "null"):
+            return None
+        try:
+            value = convert(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"not {unit}: {text!r} (0 or empty turns it off)")
+        if value < 0:
+            raise ValueError(f"must not be negative: {text!r} (0 or empty turns it off)")
+        return value or None
+
+    return parse
+
+
+def _parse_latency_window(text):
+    value = int(text)
+    if value < 3:
+        # The median of one or two answers is one slow answer.
+        raise ValueError("must be at least 3 (the median of fewer greetings follows one slow answer)")
     return value
 
 
@@ -205,13 +250,28 @@ _PARSERS = {
     "node_address": _parse_optional_ipv4,
     "vrrp_priority": _parse_vrrp_priority,
     "vrrp_advert_interval": config.parse_positive_float,
+    "degraded_latency_seconds": _parse_threshold(float, "a number of seconds"),
+    "degraded_latency_window": _parse_latency_window,
+    "degraded_queue_messages": _parse_threshold(int, "a number of messages"),
+    "degraded_queue_age_seconds": _parse_threshold(float, "a number of seconds"),
+    "degraded_fall": config.parse_positive_int,
+    "degraded_rise": config.parse_positive_int,
+    "failover_on_degraded": _parse_bool,
 }
+
+
+def _check_track_files(settings):
+    """Two writers of one file would undo each other: a cleared demotion
+    would write 0 over a failed MTA's 1."""
+    if settings["track_file"] and settings["split_brain_track_file"] == settings["track_file"]:
+        raise UsageError("split_brain_track_file must not be track_file (leave it empty to share that file)")
 
 
 def load_config(path=CONFIG_FILE):
     """Defaults overlaid with the key=value file; a missing file is fine."""
     settings = config.load(path, DEFAULTS, _PARSERS)
     try:
+        _check_track_files(settings)
         _check_split_brain(settings)
     except UsageError as err:
         raise UsageError(f"{path}: {err}") from err

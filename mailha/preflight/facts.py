@@ -11,6 +11,7 @@ function over the playbook's text, tested without a relay.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -150,27 +151,30 @@ def parse_clock(report: HostReport | None) -> Clock | None:
         return None
 
 
-def _agent_queues(pair: Pair, timeout: float) -> dict[str, tuple[dict | None, str]]:
+def _agent_queues(pair: Pair, timeout: float, relays: list[str]) -> dict[str, tuple[dict | None, str]]:
     port = pair.settings["mailha_agent_port"]
-    with ThreadPoolExecutor(max_workers=len(pair.nodes)) as pool:
+    with ThreadPoolExecutor(max_workers=len(relays)) as pool:
         answers = {
-            name: pool.submit(probes.get_json, f"http://{node.address}:{port}/status", timeout)
-            for name, node in pair.nodes.items()
+            name: pool.submit(probes.get_json, f"http://{pair.nodes[name].address}:{port}/status", timeout)
+            for name in relays
         }
     return {name: status_mod.agent_status(answer.result()) for name, answer in answers.items()}
 
 
-def collect(pair: Pair, timeout: float) -> dict[str, RelayFacts]:
-    """Every relay's facts; a relay that cannot be read gets RelayFacts with `error` set."""
+def collect(pair: Pair, timeout: float, relays: Iterable[str] | None = None) -> dict[str, RelayFacts]:
+    """The facts of `relays` (default every relay); a relay that cannot be read gets
+    RelayFacts with `error` set. The others are not asked at all: a switch's
+    preflight reads its target only, and must not wait for a source that is down."""
+    names = list(pair.nodes) if relays is None else [name for name in pair.nodes if name in set(relays)]
     try:
-        result = run_playbook(pair.repo_root / "playbooks" / PLAYBOOK, pair.inventory_path)
+        result = run_playbook(pair.repo_root / "playbooks" / PLAYBOOK, pair.inventory_path, limit=",".join(names))
     except MailhaError as exc:  # ansible-playbook could not start: every relay unread, the DNS checks still count
         result = PlaybookResult(status="error", rc=-1, failure=exc.message)
     facts_reports = result.host_reports.get(FACTS_TASK, {})
     clock_reports = result.host_reports.get(CLOCK_TASK, {})
-    agents = _agent_queues(pair, timeout)
+    agents = _agent_queues(pair, timeout, names)
     collected = {}
-    for name in pair.nodes:
+    for name in names:
         if name in facts_reports:
             facts = parse_facts(name, facts_reports[name].stdout)
             facts.clock = parse_clock(clock_reports.get(name))

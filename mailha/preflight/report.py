@@ -29,6 +29,8 @@ CHECKS = ("reverse-dns", "spf", "dkim", "dmarc", "blocklist", "tls", "dkim-keys"
 DNS_CHECKS = ("reverse-dns", "spf", "dkim", "dmarc", "blocklist", "dkim-keys")
 # Checks that need the relays' facts (a read-only playbook on each relay).
 FACT_CHECKS = ("dkim-keys", "parity", "capacity")
+# Checks that compare the relays with each other: they need both.
+COMPARING_CHECKS = ("parity",)
 NEEDS_SENDER_DOMAIN = ("spf", "dkim", "dmarc", "dkim-keys")
 # A preflight that cannot run must not read as "warnings only" to a
 # scheduler: it exits 2, like a failed check (and like bad input elsewhere).
@@ -88,14 +90,24 @@ def run(
     resolver: dns.resolver.Resolver | None = None,
     collect_facts: Callable[[Pair, float], Mapping[str, facts.RelayFacts]] | None = None,
     check_tls: Callable[..., list[Result]] | None = None,
+    for_relays: Iterable[str] | None = None,
 ) -> Report:
     """Every selected check, in CHECKS order; the checks that need DNS, TLS and the
     relays' facts run side by side. `resolver`, `collect_facts` and `check_tls`
-    are for tests (a local DNS server, facts without a relay)."""
+    are for tests (a local DNS server, facts without a relay).
+
+    `for_relays` limits the checks of a relay's own (its PTR, listing, certificate,
+    facts) to those relays, default both; the floating IP and the sender
+    domain are always checked. With one relay, what compares the two (parity,
+    the clocks) does not run: a switch's preflight (switch.py) reads its
+    target only, since the source may be down, which is why it switches."""
     selected = [c for c in CHECKS if c in set(checks)]
     unknown = sorted(set(checks) - set(CHECKS))
     if unknown:
         raise BadInput(f"unknown check {', '.join(unknown)}; the checks are {', '.join(CHECKS)}")
+    scope = list(pair.nodes) if for_relays is None else [pair.node(name).name for name in for_relays]
+    if len(set(scope)) < len(pair.nodes):
+        selected = [c for c in selected if c not in COMPARING_CHECKS]
     settings = pair.settings
     sender_domain = settings["mailha_sender_domain"]
     if not sender_domain and set(selected) & set(NEEDS_SENDER_DOMAIN):
@@ -116,7 +128,9 @@ def run(
         _ensure_name_server_answers(lookup, resolver_address, pair.zone)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        relay_facts = pool.submit(collect_facts, pair, probe_timeout) if set(selected) & set(FACT_CHECKS) else None
+        relay_facts = (
+            pool.submit(collect_facts, pair, probe_timeout, relays=scope) if set(selected) & set(FACT_CHECKS) else None
+        )
         certificates = (
             {
                 name: pool.submit(
@@ -129,6 +143,7 @@ def run(
                     subject=name,
                 )
                 for name, node in pair.nodes.items()
+                if name in scope
             }
             if "tls" in selected
             else {}
@@ -140,7 +155,7 @@ def run(
             if "dkim" in selected:
                 by_check["dkim"] = [dkim_result]
         if "reverse-dns" in selected:
-            by_check["reverse-dns"] = reverse_dns(pair, lookup)
+            by_check["reverse-dns"] = reverse_dns(pair, lookup, scope)
         if "spf" in selected:
             by_check["spf"] = [
                 spf.check(lookup, pair.floating_ip, sender_domain, subject=FLOATING_IP, identity="MAIL FROM"),
@@ -149,7 +164,7 @@ def run(
         if "dmarc" in selected:
             by_check["dmarc"] = [dns_checks.dmarc(lookup, sender_domain)]
         if "blocklist" in selected:
-            by_check["blocklist"] = blocklists(pair, lookup, settings["mailha_preflight_dnsbl_zones"])
+            by_check["blocklist"] = blocklists(pair, lookup, settings["mailha_preflight_dnsbl_zones"], scope)
         for future in certificates.values():
             by_check["tls"] += future.result()
         if relay_facts is not None:
@@ -162,7 +177,7 @@ def run(
     return report
 
 
-def reverse_dns(pair: Pair, lookup: spf.Lookup) -> list[Result]:
+def reverse_dns(pair: Pair, lookup: spf.Lookup, scope: Iterable[str]) -> list[Result]:
     """The floating IP's PTR is the HELO name the relays send with; each relay's
     own PTR is the name it introduces itself with from its own address (the hand-over)."""
     results = [
@@ -175,6 +190,8 @@ def reverse_dns(pair: Pair, lookup: spf.Lookup) -> list[Result]:
         )
     ]
     for name, node in pair.nodes.items():
+        if name not in scope:
+            continue
         results.append(
             dns_checks.reverse_dns(lookup, node.address, node.fqdn, subject=name, who=f"{name}'s hand-overs")
         )
@@ -200,7 +217,7 @@ def helo_names(pair: Pair, collected: Mapping[str, facts.RelayFacts]) -> list[Re
     return results
 
 
-def blocklists(pair: Pair, lookup: spf.Lookup, zones: list[str]) -> list[Result]:
+def blocklists(pair: Pair, lookup: spf.Lookup, zones: list[str], scope: Iterable[str]) -> list[Result]:
     if not zones:
         return [
             Result(
@@ -211,7 +228,9 @@ def blocklists(pair: Pair, lookup: spf.Lookup, zones: list[str]) -> list[Result]
                 "list the blocklists your receivers use in mailha_preflight_dnsbl_zones",
             )
         ]
-    addresses = [(FLOATING_IP, pair.floating_ip)] + [(name, node.address) for name, node in pair.nodes.items()]
+    addresses = [(FLOATING_IP, pair.floating_ip)] + [
+        (name, node.address) for name, node in pair.nodes.items() if name in scope
+    ]
     results = []
     for zone in zones:
         results.append(dns_checks.blocklist_answers(lookup, zone))
@@ -244,9 +263,10 @@ def relay_checks(
                 spool_warning_mb=float(settings["mailha_preflight_spool_free_warning_mb"]),
             )
         ]
-        found["capacity"].append(
-            relays.clock_offset(collected, float(settings["mailha_preflight_clock_offset_warning_seconds"]))
-        )
+        if len(collected) > 1:
+            found["capacity"].append(
+                relays.clock_offset(collected, float(settings["mailha_preflight_clock_offset_warning_seconds"]))
+            )
     return found
 
 

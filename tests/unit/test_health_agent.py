@@ -1,12 +1,14 @@
 """mailha-health-agent: the watcher's track file (hysteresis), the rationed dry
-run, an HTTP server that no client can keep from answering HAProxy, and the
-split-brain guard (claims, peer polls, demotion, adverts)."""
+run, an HTTP server that no client can keep from answering HAProxy, the
+split-brain guard (claims, peer polls, demotion, adverts), and the degraded
+level with what /status, /active, /health and /metrics say of it."""
 
 import http.server
 import importlib
 import json
 import os
 import queue
+import re
 import socket
 import subprocess
 import threading
@@ -88,6 +90,23 @@ def test_settings_are_validated(agent, tmp_path):
     conf.write_text("watch_interval=0.2\nwatch_rise=3\ntrack_file=/run/mailha/mta-fault\n")
     loaded = agent.health.load_config(str(conf))
     assert (loaded["watch_interval"], loaded["watch_rise"], loaded["track_file"]) == (0.2, 3, "/run/mailha/mta-fault")
+    # An older health.conf has no split_brain_track_file: the demotion shares track_file.
+    assert loaded["split_brain_track_file"] == ""
+
+
+def test_the_split_brain_track_file_setting(agent, tmp_path):
+    conf = tmp_path / "health.conf"
+    conf.write_text("track_file=/run/mailha/mta-fault\nsplit_brain_track_file= /run/mailha/split-brain \n")
+    loaded = agent.health.load_config(str(conf))
+    assert loaded["track_file"] == "/run/mailha/mta-fault"
+    assert loaded["split_brain_track_file"] == "/run/mailha/split-brain"
+    # Without track_file the demotion file stands alone.
+    conf.write_text("track_file=\nsplit_brain_track_file=/run/mailha/split-brain\n")
+    assert agent.health.load_config(str(conf))["split_brain_track_file"] == "/run/mailha/split-brain"
+    # One file for both would let a cleared demotion write 0 over a failed MTA's 1.
+    conf.write_text("track_file=/run/mailha/mta-fault\nsplit_brain_track_file=/run/mailha/mta-fault\n")
+    with pytest.raises(agent.health.UsageError, match="split_brain_track_file must not be track_file"):
+        agent.health.load_config(str(conf))
 
 
 def test_queue_counts_skip_files_a_crash_left_half_written(agent, tmp_path):
@@ -404,9 +423,10 @@ def test_a_flood_from_one_client_displaces_its_own_connections(loopback):
 class SlowWatcher:
     """Holds each request in evaluate() until released, as a slow check would."""
 
-    def __init__(self):
+    def __init__(self, grade):
         self.inside = threading.Semaphore(0)
         self.release = threading.Event()
+        self.grade = lambda: grade
 
     def fresh(self):
         self.inside.release()
@@ -414,9 +434,9 @@ class SlowWatcher:
         return HEALTHY
 
 
-def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once(loopback):
+def test_at_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once(agent, loopback):
     start, connect = loopback
-    watcher = SlowWatcher()
+    watcher = SlowWatcher(agent.NO_GRADE)
     server = start(watcher=watcher, agent_max_connections=2, agent_request_timeout=60.0)
     try:
         busy = [connect(server, COMPLETE_REQUEST) for _ in range(2)]
@@ -684,6 +704,10 @@ class Node:
 
     def track_value(self):
         return self.track.read_text() if self.track.exists() else None
+
+    def split_value(self):
+        path = Path(self.settings["split_brain_track_file"])
+        return path.read_text() if path.exists() else None
 
     def active(self):
         """The /active answer's reason (None: 200), with a fresh healthy verdict."""
@@ -1154,3 +1178,587 @@ def test_status_reports_how_postfix_routes_the_mail(agent, tmp_path, content, ex
         route_file.write_text(content)
     values = settings(agent, queue_directory=str(tmp_path), route_file=str(route_file))
     assert agent.status_document(values, HEALTHY, False, False, None)["route"] == expected
+
+
+def own_file_node(agent, tmp_path, document, **overrides):
+    """A Node whose demotion goes to split_brain_track_file, as the roles set it up."""
+    return Node(agent, tmp_path, document, split_brain_track_file=str(tmp_path / "split-brain"), **overrides)
+
+
+def test_with_its_own_file_a_demotion_leaves_the_mta_track_file_alone(agent, tmp_path):
+    node = own_file_node(agent, tmp_path, peer_status())
+    node.watcher.sync_track(force=True)  # as run() starts
+    assert (node.track_value(), node.split_value()) == ("0\n", "0\n")
+    node.guard.poll()
+    assert node.guard.demoted and (node.track_value(), node.split_value()) == ("0\n", "1\n")
+    # Staying demoted writes nothing more, to either file.
+    node.track.unlink()
+    node.holds_ip = False
+    for _ in range(5):
+        node.clock.now += 0.25
+        node.guard.poll()
+    assert node.guard.demoted and node.track_value() is None and node.split_value() == "1\n"
+    node.peer.document = peer_status(holds=False)
+    node.guard.poll()
+    assert not node.guard.demoted and node.track_value() is None and node.split_value() == "0\n"
+
+
+def test_with_its_own_file_an_mta_failure_writes_the_mta_track_file_only(agent, tmp_path):
+    node = own_file_node(agent, tmp_path, peer_status(), watch_fall=2, watch_rise=2)
+    watcher = node.watcher
+    watcher.sync_track(force=True)
+    for _ in range(2):
+        if watcher.observe(DOWN) is not None:
+            watcher.sync_track()
+    assert watcher.failed and (node.track_value(), node.split_value()) == ("1\n", "0\n")
+    # Demoted while the MTA failed, then the MTA recovers: each file follows its own cause.
+    node.guard.poll()
+    assert (node.track_value(), node.split_value()) == ("1\n", "1\n")
+    for _ in range(2):
+        if watcher.observe(HEALTHY) is not None:
+            watcher.sync_track()
+    assert node.guard.demoted and (node.track_value(), node.split_value()) == ("0\n", "1\n")
+    node.peer.document = peer_status(healthy=False)
+    node.guard.poll()
+    assert (node.track_value(), node.split_value()) == ("0\n", "0\n")
+
+
+def test_without_its_own_file_the_demotion_still_goes_into_the_track_file(agent, tmp_path):
+    node = Node(agent, tmp_path, peer_status())
+    node.watcher.sync_track(force=True)
+    node.guard.poll()
+    assert node.guard.demoted and node.track_value() == "1\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mta-fault"]
+
+
+def test_the_watcher_thread_writes_both_files_at_start(agent, tmp_path):
+    """run() writes every file at once, whatever was there: a stale 1 in the
+    demotion file of an agent without a peer would hold keepalived in FAULT."""
+    values = settings(agent, tmp_path / "mta-fault", split_brain_track_file=str(tmp_path / "split-brain"))
+    (tmp_path / "split-brain").write_text("1\n")
+    rounds = []
+
+    def stop(_seconds):
+        rounds.append(((tmp_path / "mta-fault").read_text(), (tmp_path / "split-brain").read_text()))
+        raise RuntimeError("stop")
+
+    assert not agent.was_demoted(values)  # no peer: nothing could clear it
+    watcher = agent.Watcher(values, check=lambda _settings: HEALTHY, sleep=stop, demoted=agent.was_demoted(values))
+    with pytest.raises(RuntimeError):
+        watcher.run()
+    assert rounds == [("0\n", "0\n")]
+
+
+def restarted(agent, tmp_path, document, **overrides):
+    """A Node whose agent just started again, as main() builds it."""
+    node = own_file_node(agent, tmp_path, document, **overrides)
+    demoted = agent.was_demoted(node.settings)
+    node.watcher = agent.Watcher(node.settings, clock=node.clock, demoted=demoted)
+    node.guard = agent.SplitBrainGuard(
+        node.settings,
+        fetch=node.peer,
+        holds_ip=lambda: node.holds_ip,
+        on_change=node.watcher.set_demoted,
+        clock=node.clock,
+        demoted=demoted,
+    )
+    node.watcher.sync_track(force=True)
+    return node
+
+
+def test_a_restarted_agent_keeps_a_demotion_until_its_guard_decides(agent, tmp_path, capsys):
+    (tmp_path / "split-brain").write_text("1\n")
+    # keepalived is in FAULT (the file said 1): this node does not hold the floating IP.
+    node = restarted(agent, tmp_path, peer_status(), holds_ip=False)
+    assert node.guard.demoted and node.split_value() == "1\n" and node.track_value() == "0\n"
+    assert node.active().startswith("demoted: split brain: this node was demoted")
+    # The peer still holds the floating IP, healthy, no advert: it stays.
+    node.guard.poll()
+    assert node.peer.asked == 1 and node.guard.demoted and node.split_value() == "1\n"
+    node.peer.document = peer_status(holds=False)
+    node.guard.poll()
+    assert not node.guard.demoted and node.split_value() == "0\n"
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"peer {MX1} does not hold the floating IP")
+
+
+def test_a_restarted_agent_drops_a_demotion_the_peer_no_longer_justifies(agent, tmp_path):
+    (tmp_path / "split-brain").write_text("1\n")
+    node = restarted(agent, tmp_path, ConnectionRefusedError("refused"), holds_ip=False)
+    assert node.guard.demoted
+    node.guard.poll()
+    assert not node.guard.demoted and node.split_value() == "0\n"
+
+
+def test_only_the_demotion_file_carries_a_demotion_over(agent, tmp_path):
+    (tmp_path / "split-brain").write_text("0\n")
+    assert not restarted(agent, tmp_path, peer_status()).guard.demoted
+    # Folded into track_file a demotion looks like an MTA failure: the
+    # restarted watcher starts failed, the guard not demoted.
+    (tmp_path / "mta-fault").write_text("1\n")
+    values = split_settings(agent, tmp_path)
+    assert not agent.was_demoted(values) and agent.Watcher(values).failed
+    # With its own file, the MTA file says nothing about the demotion.
+    values = split_settings(agent, tmp_path, split_brain_track_file=str(tmp_path / "split-brain"))
+    assert not agent.was_demoted(values) and agent.Watcher(values).failed
+    (tmp_path / "split-brain").write_text("1\n")
+    assert agent.was_demoted(values)
+    assert not agent.was_demoted(dict(values, peer_agent_url=""))
+
+
+# The degraded level (agent header, "Degraded"), and what /status, /active,
+# /health and /metrics say of it.
+
+
+def greeting(seconds, dry_run=False):
+    """A healthy check whose greeting took `seconds`."""
+    return {"exit_code": 0, "reason": "healthy", "smtp": {"ok": True, "seconds": seconds, "dry_run": dry_run}}
+
+
+SILENT = {"exit_code": 1, "reason": "MTA failed: no greeting within 1 s", "smtp": {"ok": False, "dry_run": False}}
+
+
+def graded_watcher(agent, tmp_path=None, read_queue=None, **overrides):
+    """A watcher graded on greetings alone (queue thresholds off unless given)."""
+    values = settings(
+        agent,
+        tmp_path / "mta-fault" if tmp_path is not None else "",
+        degraded_latency_seconds=0.5,
+        degraded_latency_window=3,
+        degraded_queue_messages=None,
+        degraded_queue_age_seconds=None,
+        degraded_fall=2,
+        degraded_rise=3,
+    )
+    values.update(overrides)
+    clock = Clock()
+    watcher = agent.Watcher(values, clock=clock, read_queue=read_queue)
+    watcher.test_clock = clock
+    return watcher
+
+
+def levels(agent, watcher, sequence, step=0.25):
+    """The health level after each check of sequence."""
+    found = []
+    for findings in sequence:
+        watcher.observe(findings)
+        watcher.test_clock.now += step
+        found.append(agent.health_level(findings, watcher.grade()))
+    return found
+
+
+def test_degraded_after_fall_evaluations_and_ok_after_rise(agent, capsys):
+    watcher = graded_watcher(agent)
+    fast, slow = greeting(0.01), greeting(0.8)
+    sequence = [fast, fast, fast, slow, slow, slow, slow, slow, fast, fast, fast, fast, fast, fast]
+    # The median turns slow with the second slow greeting (checks 5, 6: two
+    # evaluations, degraded_fall) and fast with the second fast one (checks
+    # 10, 11, 12: degraded_rise).
+    assert levels(agent, watcher, sequence) == ["ok"] * 5 + ["degraded"] * 6 + ["ok"] * 3
+    assert capsys.readouterr().err.splitlines() == [
+        "mailha-health-agent: degraded: greeting median 0.800 s over the last 3 checks (degraded_latency_seconds 0.5)",
+        "mailha-health-agent: no longer degraded",
+    ]
+
+
+def test_a_condition_that_breaks_off_restarts_the_count(agent):
+    watcher = graded_watcher(agent, degraded_latency_window=3, degraded_fall=3)
+    fast, slow = greeting(0.01), greeting(0.8)
+    # Pairs of slow greetings: the median is slow for two evaluations at a
+    # time, then fast again; never three in a row.
+    sequence = [fast] * 3 + ([slow] * 2 + [fast] * 2) * 3
+    assert "degraded" not in levels(agent, watcher, sequence)
+    assert levels(agent, watcher, [slow] * 5) == ["ok"] * 3 + ["degraded"] * 2
+
+
+def test_one_slow_answer_never_changes_the_level(agent):
+    """Even with degraded_fall 1: the median of a full window ignores one answer,
+    and a window that is not full yet is not judged."""
+    watcher = graded_watcher(agent, degraded_latency_window=20, degraded_fall=1, degraded_rise=1)
+    fast = greeting(0.02)
+    sequence = [greeting(4.0)] + [fast] * 25 + [greeting(4.0)] + [fast] * 5 + [greeting(0.9)]
+    assert set(levels(agent, watcher, sequence)) == {"ok"}
+    grade = watcher.grade()
+    assert grade.median == 0.02 and grade.reasons == ()
+
+
+def test_the_median_is_over_the_last_window_of_greetings(agent):
+    watcher = graded_watcher(agent, degraded_latency_window=5, degraded_fall=1, degraded_rise=1)
+    for seconds in (0.1, 0.1, 0.9, 0.9):
+        watcher.observe(greeting(seconds))
+    assert not watcher.grade().degraded  # four greetings: the window is not full
+    watcher.observe(greeting(0.9))
+    grade = watcher.grade()
+    assert grade.degraded and grade.median == 0.9
+    assert grade.reasons == ("greeting median 0.900 s over the last 5 checks (degraded_latency_seconds 0.5)",)
+    # Older greetings leave the window: three fast ones make its median fast.
+    for _ in range(3):
+        watcher.observe(greeting(0.1))
+    grade = watcher.grade()
+    assert not grade.degraded and grade.median == 0.1 and grade.reasons == ()
+    # A median exactly at the threshold is not above it.
+    for _ in range(5):
+        watcher.observe(greeting(0.5))
+    assert not watcher.grade().degraded
+
+
+def test_dry_runs_are_not_greetings_and_misses_count_as_the_deadline(agent):
+    watcher = graded_watcher(agent, degraded_fall=1, timeout=2.0)
+    for _ in range(3):
+        watcher.observe(greeting(0.9, dry_run=True))  # EHLO to RSET: not a greeting
+    assert watcher.grade().median is None and watcher.grade().greetings.counts[-1] == 0
+    watcher.observe(greeting(0.01))
+    watcher.observe(SILENT)
+    watcher.observe(SILENT)
+    grade = watcher.grade()
+    # Two misses at the 2 s deadline: a relay that misses its deadlines is
+    # slow, not fast; the histogram holds the one measured greeting only.
+    assert grade.median == 2.0 and grade.degraded and sum(grade.greetings.counts) == 1
+
+
+def test_failed_wins_over_degraded(agent, tmp_path):
+    watcher = graded_watcher(agent, degraded_fall=1)
+    for _ in range(3):
+        watcher.observe(greeting(0.8))
+    grade = watcher.grade()
+    assert agent.health_level(greeting(0.8), grade) == "degraded"
+    assert agent.health_level(DOWN, grade) == "failed"
+    values = dict(watcher.settings, queue_directory=str(tmp_path), vrrp_log=str(tmp_path / "vrrp.log"))
+    document = agent.status_document(values, DOWN, False, False, "unhealthy", grade=grade)
+    assert document["health_level"] == "failed" and document["healthy"] is False
+    assert (
+        sample(parse_exposition(agent._metrics(DOWN, False, False, "unhealthy", grade=grade)), "mailha_health_level")
+        == 2
+    )
+    assert agent.health_level(HEALTHY, agent.NO_GRADE) == "ok"
+
+
+def test_degraded_moves_the_floating_ip_only_with_failover_on_degraded(agent, tmp_path):
+    slow, fast = greeting(0.8), greeting(0.01)
+    # Default: the track file stays 0 and observe() reports no change.
+    watcher = graded_watcher(agent, tmp_path, degraded_fall=1, degraded_rise=1)
+    watcher.sync_track(force=True)
+    assert [watcher.observe(slow) for _ in range(3)] == [None, None, None]
+    assert watcher.grade().degraded and watcher.track_value() == 0
+    assert (tmp_path / "mta-fault").read_text() == "0\n"
+    # failover_on_degraded: degraded is failed for keepalived.
+    watcher = graded_watcher(agent, tmp_path, degraded_fall=1, degraded_rise=1, failover_on_degraded=True)
+    written = []
+    for findings in [slow, slow, slow, fast, fast, fast]:
+        change = watcher.observe(findings)
+        written.append(change)
+        if change is not None:
+            watcher.sync_track()
+        if change == 1:
+            assert (tmp_path / "mta-fault").read_text() == "1\n"
+    assert written == [None, None, 1, None, 0, None]
+    assert (tmp_path / "mta-fault").read_text() == "0\n"
+
+
+def test_a_failure_while_degraded_with_failover_changes_nothing_more(agent, tmp_path):
+    watcher = graded_watcher(agent, tmp_path, degraded_fall=1, failover_on_degraded=True, watch_fall=1, watch_rise=1)
+    assert [watcher.observe(greeting(0.8)) for _ in range(3)][-1] == 1
+    # The MTA fails too: the track file already says 1.
+    assert watcher.observe(DOWN) is None and watcher.failed and watcher.track_value() == 1
+
+
+def degraded_node(agent, tmp_path, **overrides):
+    """A watcher graded degraded, with settings for the endpoints: this node
+    holds the floating IP (127.0.0.1) and is not drained."""
+    watcher = graded_watcher(
+        agent,
+        tmp_path,
+        degraded_fall=1,
+        floating_ip="127.0.0.1",
+        drain_file=str(tmp_path / "drain"),
+        queue_directory=str(tmp_path / "queue"),
+        vrrp_log=str(tmp_path / "vrrp.log"),
+        agent_bind_address="127.0.0.1",
+        agent_port=0,
+        agent_request_timeout=1.0,
+        agent_max_connections=4,
+        **overrides,
+    )
+    watcher.clock = lambda: 100.0  # the verdict stays fresh for the endpoints
+    for _ in range(3):
+        watcher.observe(greeting(0.8))
+    assert watcher.grade().degraded
+    return watcher
+
+
+def test_active_stays_200_while_degraded_without_failover_on_degraded(agent, tmp_path, loopback):
+    start, connect = loopback
+    watcher = degraded_node(agent, tmp_path)
+    server = start(watcher=watcher, **watcher.settings)
+    assert ask(connect, server, b"GET /active HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200")
+    health_answer = ask(connect, server, b"GET /health HTTP/1.0\r\n\r\n")
+    assert health_answer.startswith(b"HTTP/1.0 200")
+    assert health_answer.endswith(
+        b"\r\n\r\nhealthy, degraded: greeting median 0.800 s over the last 3 checks (degraded_latency_seconds 0.5)\n"
+    )
+    document = json.loads(ask(connect, server, b"GET /status HTTP/1.0\r\n\r\n").partition(b"\r\n\r\n")[2])
+    assert document["health_level"] == "degraded" and document["active"] is True
+    assert document["greeting_latency_median_seconds"] == 0.8
+    assert document["degraded_reasons"] == [
+        "greeting median 0.800 s over the last 3 checks (degraded_latency_seconds 0.5)"
+    ]
+
+
+def test_active_says_503_while_degraded_with_failover_on_degraded(agent, tmp_path, loopback):
+    start, connect = loopback
+    watcher = degraded_node(agent, tmp_path, failover_on_degraded=True)
+    server = start(watcher=watcher, **watcher.settings)
+    answer = ask(connect, server, b"GET /active HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 503")
+    assert b"not active: degraded (failover_on_degraded): greeting median 0.800 s" in answer
+    # /health stays the MTA's verdict: 200.
+    assert ask(connect, server, b"GET /health HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200")
+
+
+def test_status_of_an_ok_relay_reports_the_median_and_no_reasons(agent, tmp_path):
+    watcher = graded_watcher(agent)
+    watcher.observe(greeting(0.03))
+    values = dict(watcher.settings, queue_directory=str(tmp_path), vrrp_log=str(tmp_path / "vrrp.log"))
+    document = json.loads(json.dumps(agent.status_document(values, HEALTHY, False, False, None, grade=watcher.grade())))
+    assert (document["health_level"], document["greeting_latency_median_seconds"], document["degraded_reasons"]) == (
+        "ok",
+        0.03,
+        [],
+    )
+    # Without a watcher: no history, no median.
+    plain = agent.status_document(values, HEALTHY, False, False, None)
+    assert (plain["health_level"], plain["greeting_latency_median_seconds"], plain["degraded_reasons"]) == (
+        "ok",
+        None,
+        [],
+    )
+
+
+class QueueReader:
+    """queue_details as the watcher calls it, counting the calls."""
+
+    def __init__(self, counts=None, oldest=None):
+        self.counts = counts or {"maildrop": 0, "incoming": 0, "active": 0, "deferred": 0, "hold": 0}
+        self.oldest = oldest
+        self.calls = 0
+        self.error = None
+
+    def __call__(self):
+        self.calls += 1
+        if self.error:
+            raise self.error
+        return dict(self.counts), self.oldest
+
+
+def test_the_queue_is_read_at_most_every_few_seconds(agent):
+    reader = QueueReader()
+    watcher = graded_watcher(agent, read_queue=reader, degraded_queue_messages=100)
+    levels(agent, watcher, [greeting(0.01)] * 40)  # 10 s of checks, one every 0.25 s
+    assert reader.calls == 10 / agent.QUEUE_READ_INTERVAL
+    # Without a queue threshold the watcher never reads the queue.
+    idle = QueueReader()
+    levels(agent, graded_watcher(agent, read_queue=idle), [greeting(0.01)] * 40)
+    assert idle.calls == 0
+
+
+def test_a_big_or_old_queue_degrades_and_an_unreadable_one_says_why(agent):
+    reader = QueueReader()
+    watcher = graded_watcher(
+        agent, read_queue=reader, degraded_queue_messages=100, degraded_queue_age_seconds=600, degraded_fall=1
+    )
+    step = agent.QUEUE_READ_INTERVAL
+    assert levels(agent, watcher, [greeting(0.01)], step) == ["ok"]
+    reader.counts.update(active=60, deferred=41)
+    reader.oldest = 601.0
+    assert levels(agent, watcher, [greeting(0.01)], step) == ["degraded"]
+    assert watcher.grade().reasons == (
+        "queue holds 101 messages (degraded_queue_messages 100)",
+        "oldest queued message is 601 s old (degraded_queue_age_seconds 600)",
+    )
+    reader.error = PermissionError(13, "Permission denied")
+    levels(agent, watcher, [greeting(0.01)], step)
+    assert watcher.grade().reasons == ("queue unreadable: [Errno 13] Permission denied",)
+    # Exactly at the limits is not above them; the greetings stay fast.
+    reader.error = None
+    reader.counts.update(deferred=40)
+    reader.oldest = 600.0
+    assert levels(agent, watcher, [greeting(0.01)] * 3, step)[-1] == "ok"
+
+
+# A small parser of the Prometheus text format (0.0.4), strict about what
+# /metrics must respect: HELP and TYPE at most once per family and before
+# its samples, valid names, label sets and values.
+METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+SAMPLE_LINE = re.compile(rf'({METRIC_NAME})(?:\{{((?:[a-zA-Z_]\w*="[^"\\]*",?)*)\}})? (\S+)')
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def parse_exposition(text):
+    """{(name, frozenset of label pairs): value}; asserts the format's rules."""
+    assert text.endswith("\n")
+    types, helps, samples, finished = {}, set(), {}, set()
+    current = None
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            kind, family, rest = line[2:6], *line[7:].split(" ", 1)
+            assert re.fullmatch(METRIC_NAME, family) and rest, line
+            seen = helps if kind == "HELP" else types
+            assert family not in seen and family not in finished, f"second {kind} of {family}"
+            if kind == "TYPE":
+                assert rest in ("gauge", "counter", "histogram", "summary", "untyped"), line
+                types[family] = rest
+            else:
+                helps.add(family)
+            if current is not None and current != family:
+                finished.add(current)
+            current = family
+            continue
+        match = SAMPLE_LINE.fullmatch(line)
+        assert match, f"not a sample line: {line!r}"
+        name, labels, value = match.groups()
+        family = name
+        if name not in types:
+            family = next((name[: -len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)), name)
+            assert types.get(family) == "histogram", f"{name} has no TYPE of its own"
+        assert family == current, f"{name} outside its family's block"
+        pairs = (
+            frozenset(tuple(pair.split("=", 1)) for pair in labels.rstrip(",").split(",")) if labels else frozenset()
+        )
+        key = (name, frozenset((k, v.strip('"')) for k, v in pairs))
+        assert key not in samples, f"duplicate sample {line!r}"
+        samples[key] = float(value)
+    return samples
+
+
+def sample(samples, name, **labels):
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_metrics_parse_and_the_greeting_histogram_is_cumulative(agent, tmp_path):
+    watcher = graded_watcher(agent)
+    measured = [0.01, 0.05, 0.07, 0.3, 0.3, 0.9, 3.0, 7.5]
+    for seconds in measured:
+        watcher.observe(greeting(seconds))
+    watcher.observe(SILENT)  # no measurement: not counted
+    log_file = tmp_path / "vrrp.log"
+    log_file.write_text("2024-05-01T12:00:00.000Z VI_MAIL BACKUP 100\n2024-05-01T12:00:02.500Z VI_MAIL MASTER 150\n")
+    values = dict(watcher.settings, vrrp_log=str(log_file), queue_directory=str(tmp_path / "queue"))
+    (tmp_path / "queue" / "deferred").mkdir(parents=True)
+    (tmp_path / "queue" / "deferred" / "A1").write_text("queued")
+    old = time.time() - 120
+    os.utime(tmp_path / "queue" / "deferred" / "A1", (old, old))
+    findings = dict(greeting(0.9), queue={"ok": True, "messages": 1, "max": 10})
+    text = agent.metrics_page(values, findings, True, False, None, None, watcher.grade())
+    samples = parse_exposition(text)
+    buckets = {
+        labels: value for (name, labels), value in samples.items() if name == "mailha_smtp_greeting_seconds_bucket"
+    }
+    expected = {"0.05": 2, "0.1": 3, "0.25": 3, "0.5": 5, "1": 6, "2.5": 6, "5": 7, "+Inf": 8}
+    assert {dict(labels)["le"]: value for labels, value in buckets.items()} == expected
+    assert sample(samples, "mailha_smtp_greeting_seconds_count") == len(measured)
+    assert sample(samples, "mailha_smtp_greeting_seconds_sum") == pytest.approx(sum(measured))
+    assert "# TYPE mailha_smtp_greeting_seconds histogram" in text.splitlines()
+    # The other new families, and the old names unchanged.
+    assert sample(samples, "mailha_health_level") == 1  # the median of 3.0, 7.5, failed check: degraded
+    assert sample(samples, "mailha_vrrp_last_transition_timestamp_seconds") == 1714564802.5
+    assert 119 <= sample(samples, "mailha_queue_oldest_message_age_seconds") <= 130
+    for name in ("mailha_floating_ip_held", "mailha_split_brain", "mailha_demoted", "mailha_active"):
+        assert (name, frozenset()) in samples
+    assert sample(samples, "mailha_queue_messages") == 1 and sample(samples, "mailha_health_exit_code") == 0
+    # More greetings only ever add: the counts are since the agent started.
+    watcher.observe(greeting(0.2))
+    again = parse_exposition(agent._metrics(findings, True, False, None, grade=watcher.grade()))
+    assert sample(again, "mailha_smtp_greeting_seconds_bucket", le="0.25") == 4
+    assert sample(again, "mailha_smtp_greeting_seconds_bucket", le="0.1") == 3
+
+
+@pytest.mark.parametrize(
+    ("log_text", "current"),
+    [
+        ("2024-05-01T12:00:00.000Z VI_MAIL MASTER 150\n", "MASTER"),
+        ("2024-05-01T12:00:00.000Z VI_MAIL MASTER 150\n2024-05-01T12:01:00.000Z VI_MAIL fault 150\n", "FAULT"),
+        ("2024-05-01T12:00:00.000Z VI_MAIL BACKUP 100\n", "BACKUP"),
+        ("2024-05-01T12:00:00.000Z VI_MAIL STOP 100\n", "STOP"),
+        ("2024-05-01T12:00:00.000Z VI_MAIL DANCING 100\n", "UNKNOWN"),
+        (None, "UNKNOWN"),
+    ],
+)
+def test_vrrp_state_is_one_label_of_five(agent, tmp_path, log_text, current):
+    log_file = tmp_path / "vrrp.log"
+    if log_text is not None:
+        log_file.write_text(log_text)
+    values = settings(agent, vrrp_log=str(log_file), queue_directory=str(tmp_path / "queue"))
+    samples = parse_exposition(agent.metrics_page(values, HEALTHY, False, False, "not held"))
+    states = {dict(labels)["state"]: value for (name, labels), value in samples.items() if name == "mailha_vrrp_state"}
+    assert states == {state: float(state == current) for state in ("MASTER", "BACKUP", "FAULT", "STOP", "UNKNOWN")}
+    timestamps = [name for name, _ in samples if name == "mailha_vrrp_last_transition_timestamp_seconds"]
+    assert len(timestamps) == (log_text is not None)
+    # No watcher: no histogram, and an empty queue has no oldest age.
+    assert not any(name.startswith("mailha_smtp_greeting_seconds") for name, _ in samples)
+    assert ("mailha_queue_oldest_message_age_seconds", frozenset()) not in samples
+
+
+def test_the_exposition_parser_rejects_what_prometheus_would(agent):
+    good = agent._metrics(HEALTHY, False, False, None)
+    parse_exposition(good)
+    for bad in (
+        good + "# TYPE mailha_active gauge\n",  # a second TYPE
+        good + "mailha_active 1\n",  # a sample outside its block, and a duplicate
+        good + "mailha_new_thing 1\n",  # no TYPE
+        good.replace("mailha_drained 0", "mailha_drained zero x"),
+    ):
+        with pytest.raises(AssertionError):
+            parse_exposition(bad)
+
+
+def test_degraded_settings_are_parsed(agent, tmp_path):
+    conf = tmp_path / "health.conf"
+    conf.write_text(
+        "degraded_latency_seconds=0.3\ndegraded_latency_window=10\ndegraded_queue_messages=500\n"
+        "degraded_queue_age_seconds=3600\ndegraded_fall=4\ndegraded_rise=20\nfailover_on_degraded=true\n"
+    )
+    loaded = agent.health.load_config(str(conf))
+    assert [loaded[key] for key in sorted(loaded) if key.startswith(("degraded_", "failover_on"))] == [
+        4,
+        0.3,
+        10,
+        3600.0,
+        500,
+        20,
+        True,
+    ]
+    # Off: 0 or empty, for each threshold.
+    conf.write_text("degraded_latency_seconds=0\ndegraded_queue_messages=\ndegraded_queue_age_seconds=none\n")
+    loaded = agent.health.load_config(str(conf))
+    assert (
+        loaded["degraded_latency_seconds"],
+        loaded["degraded_queue_messages"],
+        loaded["degraded_queue_age_seconds"],
+    ) == (
+        None,
+        None,
+        None,
+    )
+    defaults = agent.health.load_config(str(tmp_path / "missing.conf"))
+    assert (defaults["degraded_latency_seconds"], defaults["failover_on_degraded"]) == (0.5, False)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("degraded_latency_seconds=slow", "degraded_latency_seconds: not a number of seconds: 'slow'"),
+        ("degraded_latency_seconds=-1", "degraded_latency_seconds: must not be negative: '-1'"),
+        ("degraded_latency_seconds=nan", "degraded_latency_seconds: not a number of seconds: 'nan'"),
+        ("degraded_queue_messages=1.5", "degraded_queue_messages: not a number of messages: '1.5'"),
+        ("degraded_latency_window=2", "degraded_latency_window: must be at least 3"),
+        ("degraded_fall=0", "degraded_fall: must be at least 1"),
+        ("failover_on_degraded=maybe", "failover_on_degraded: not a boolean: 'maybe'"),
+    ],
+)
+def test_a_bad_degraded_setting_is_one_clear_line(agent, tmp_path, capsys, line, message):
+    conf = tmp_path / "health.conf"
+    conf.write_text(f"timeout=1\n{line}\n")
+    from mailha.node import checkconfig
+
+    assert checkconfig.main(["health", str(conf)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mailha-node check-config: {conf}:2: {message}")

@@ -729,10 +729,11 @@ def test_runner_keeps_each_hosts_report_and_when_it_ran():
 
 def test_relays_whose_facts_cannot_be_read_are_named(tmp_path, state, monkeypatch):
     pair = pair_mod.load(write_inventory(tmp_path, LAB_SETTINGS))
-    monkeypatch.setattr(facts, "_agent_queues", lambda pair, timeout: {n: (None, "unreachable") for n in pair.nodes})
+    monkeypatch.setattr(facts, "_agent_queues", lambda pair, timeout, names: {n: (None, "unreachable") for n in names})
 
-    def mx2_unreachable(playbook, inventory_path):
+    def mx2_unreachable(playbook, inventory_path, limit):
         assert playbook.name == "relay-facts.yml"
+        assert limit == "mx1,mx2"
         report = HostReport(facts_output("mx1"), NOW, NOW + dt.timedelta(seconds=0.3))
         return PlaybookResult("failed", 4, unreachable=["mx2"], host_reports={facts.FACTS_TASK: {"mx1": report}})
 
@@ -742,7 +743,7 @@ def test_relays_whose_facts_cannot_be_read_are_named(tmp_path, state, monkeypatc
     assert collected["mx1"].agent_problem == "health agent unreachable"
     assert collected["mx2"].error == "unreachable (ansible)"
 
-    def cannot_start(playbook, inventory_path):
+    def cannot_start(playbook, inventory_path, limit):
         raise MailhaError("could not start ansible-playbook: no such file")
 
     monkeypatch.setattr(facts, "run_playbook", cannot_start)
@@ -927,8 +928,8 @@ def lab(tmp_path, state, dns_server, monkeypatch, rsa_2048, signing_key_pem):
     def certificates(address, host_name, now, warning_days, timeout, *, subject):
         return [Result("tls", subject, PASS, f"port {port}: valid for {host_name}") for port in tls.PORTS]
 
-    def relay_facts(pair, timeout):
-        collected = pair_facts(public_key=signing_key_pem)
+    def relay_facts(pair, timeout, relays):
+        collected = {n: f for n, f in pair_facts(public_key=signing_key_pem).items() if n in relays}
         for f in collected.values():
             f.queue, f.queue_oldest_age_seconds = {"active": 0, "deferred": 0, "hold": 0}, None
         return _with_clocks(collected)
@@ -995,7 +996,7 @@ def test_preflight_runs_only_the_checks_asked_for(lab, monkeypatch):
 
 
 def test_a_relay_that_says_another_helo_name_fails_reverse_dns(lab, monkeypatch, signing_key_pem):
-    def relay_facts(pair, timeout):
+    def relay_facts(pair, timeout, relays):
         collected = pair_facts(public_key=signing_key_pem)
         collected["mx2"].limits["smtp_helo_name"] = "mx2.mailha.test"
         return collected
@@ -1006,6 +1007,45 @@ def test_a_relay_that_says_another_helo_name_fails_reverse_dns(lab, monkeypatch,
     failed = [r for r in found.results if r.level == FAIL]
     assert [(r.check, r.subject) for r in failed] == [("reverse-dns", "mx2")]
     assert "sends HELO mx2.mailha.test from the floating IP" in failed[0].reason
+
+
+def test_a_preflight_for_one_relay_leaves_the_other_and_the_comparisons_out(lab, dns_server):
+    # mx1 is listed: a switch to mx2 does not send from mx1's address.
+    dns_server.add("11.0.213.10.bl.mailha.test", "A", "127.0.0.2")
+    found = report.run(pair_mod.load(lab), for_relays=["mx2"])
+    subjects = {r.subject for r in found.results}
+    assert "mx1" not in subjects and "relays" not in subjects
+    assert {"floating IP", "mx2", "bl.mailha.test", "news.mailha.test"} <= subjects
+    assert "parity" not in found.checks
+    assert {r.check for r in found.results if r.subject == "mx2"} == {
+        "reverse-dns",
+        "blocklist",
+        "tls",
+        "dkim-keys",
+        "capacity",
+    }
+    assert found.verdict == PASS, [r.reason for r in found.results if r.level != PASS]
+    everything = report.run(pair_mod.load(lab))
+    assert [r.subject for r in everything.results if r.level == FAIL] == ["mx1"]
+
+
+def test_facts_of_one_relay_ask_that_relay_only(tmp_path, state, monkeypatch):
+    pair = pair_mod.load(write_inventory(tmp_path, LAB_SETTINGS))
+    asked = []
+
+    def agents(pair, timeout, relays):
+        asked.append(list(relays))
+        return {n: (None, "unreachable") for n in relays}
+
+    def only_mx2(playbook, inventory_path, limit):
+        assert limit == "mx2"
+        report = HostReport(facts_output("mx2"), NOW, NOW + dt.timedelta(seconds=0.3))
+        return PlaybookResult("successful", 0, host_reports={facts.FACTS_TASK: {"mx2": report}})
+
+    monkeypatch.setattr(facts, "_agent_queues", agents)
+    monkeypatch.setattr(facts, "run_playbook", only_mx2)
+    assert list(facts.collect(pair, 1.0, relays=["mx2"])) == ["mx2"]
+    assert asked == [["mx2"]]
 
 
 def test_preflight_without_an_inventory_is_one_line(tmp_path, state):

@@ -12,6 +12,7 @@ testinfra_hosts = ["podman://molecule-drill-timer"]
 
 UNIT = "mailha-drill"
 REPORTS = "/var/lib/mailha/drills"
+METRICS = "/var/lib/prometheus/node-exporter/mailha-drill.prom"
 KEEP = 3
 STAMP = re.compile(r"^\d{8}T\d{6}$")
 OLD = [f"2020010{day}T000000" for day in range(1, 6)]
@@ -45,6 +46,9 @@ def test_units_and_wrapper_are_installed(host):
         unit = host.file(f"/etc/systemd/system/{UNIT}.{suffix}")
         assert unit.mode == 0o644 and "Ansible managed" in unit.content_string
     assert host.file(REPORTS).is_directory and host.file(REPORTS).mode == 0o750
+    # node_exporter's textfile directory, which the image does not have.
+    metrics_dir = host.file(METRICS.rsplit("/", 1)[0])
+    assert metrics_dir.is_directory and metrics_dir.mode == 0o755
 
 
 def test_systemd_analyze_verify_passes(host):
@@ -98,6 +102,7 @@ def test_one_run_writes_a_timestamped_report_and_prunes(host, old_reports):
     assert host.file(f"{REPORTS}/keep-me").is_directory and host.file(f"{REPORTS}/notes.txt").exists
     journal = host.run(f"journalctl -u {UNIT} --no-pager").stdout
     assert f"report: {REPORTS}/{newest}" in journal
+    assert host.file(METRICS).content_string == 'mailha_drill_last_success{scenario="host-down"} 1\n'
 
 
 def test_failed_drill_alerts_and_still_prunes(host, old_reports):
@@ -115,3 +120,4 @@ def test_failed_drill_alerts_and_still_prunes(host, old_reports):
     assert len(kept) == KEEP
     report = json.loads(host.file(f"{REPORTS}/{kept[-1]}/report.json").content_string)
     assert report["verdict"]["passed"] is False
+    assert host.file(METRICS).content_string == 'mailha_drill_last_success{scenario="host-down"} 0\n'

@@ -8,6 +8,8 @@ import pytest
 VIP = "10.213.1.100"
 LOG = "/var/log/mailha/vrrp-transitions.log"
 FAIL_FILE = "/run/mailha-fail"
+# The health agent's split-brain guard writes it (keepalived_track_files' default).
+SPLIT_BRAIN_FILE = "/run/mailha/split-brain"
 PRIORITY_FILE = "/etc/keepalived/mailha-priority"
 PRIMARY, STANDBY = "molecule-vrrp1", "molecule-vrrp2"
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) VI_MAIL (MASTER|BACKUP|FAULT|STOP) (\d+)$")
@@ -62,6 +64,11 @@ def test_service_and_files(host):
     assert "d /run/mailha 0755 root root -" in host.file("/etc/tmpfiles.d/mailha-keepalived.conf").content_string
     assert host.file("/run/mailha").is_directory
     assert "does not exist - removing" not in host.run("journalctl -u keepalived --no-pager").stdout
+    # Both of the health agent's files are tracked: the MTA's and the split-brain guard's.
+    conf = host.file("/etc/keepalived/keepalived.conf").content_string
+    for name, path in (("mta_watch", "/run/mailha/mta-fault"), ("split_brain", SPLIT_BRAIN_FILE)):
+        assert f'track_file {name} {{\n  file "{path}"\n  weight 0\n}}' in conf
+    assert "  track_file {\n    mta_watch\n    split_brain\n  }\n" in conf
 
 
 def test_nopreempt_renders_state_backup_everywhere(host):
@@ -153,4 +160,27 @@ def test_a_killed_keepalived_releases_the_vip_and_comes_back(host):
     assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL BACKUP '", 10)
     assert int(holder.run("systemctl show -p NRestarts --value keepalived").stdout.strip()) == before + 1
     holder.run("sleep 1")
+    assert holds_vip(peer) and not holds_vip(holder)
+
+
+def test_a_demotion_in_the_split_brain_file_releases_the_vip(host):
+    """1 in the split-brain guard's file (as its agent writes it, by rename)
+    puts the holder in FAULT and the peer takes the VIP; 0 lets it return
+    as BACKUP, and nopreempt keeps the VIP where it is."""
+    if host.backend.get_hostname() != PRIMARY:
+        pytest.skip("the pair scenario runs once, driven from the primary")
+    nodes = [host, host.get_host(f"podman://{STANDBY}")]
+    holder = next((n for n in nodes if holds_vip(n)), None)
+    assert holder is not None, "no node holds the VIP before the demotion"
+    peer = nodes[1] if holder is nodes[0] else nodes[0]
+    write = f"printf '%s\\n' > {SPLIT_BRAIN_FILE}.new && mv {SPLIT_BRAIN_FILE}.new {SPLIT_BRAIN_FILE}"
+    holder.run_expect([0], write % "1")
+    try:
+        assert wait_for(peer, f"ip -o -4 addr show dev eth0 | grep -q ' {VIP}/'", 3), "the peer did not take the VIP"
+        assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL FAULT '", 3)
+        assert not holds_vip(holder)
+    finally:
+        holder.run(write % "0")
+    assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL BACKUP '", 10)
+    holder.run(f"sleep 1 && rm -f {SPLIT_BRAIN_FILE}")
     assert holds_vip(peer) and not holds_vip(holder)

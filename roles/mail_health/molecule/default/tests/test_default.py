@@ -10,6 +10,8 @@ import testinfra
 FLOATING_IP = "10.213.1.100"
 DRAIN_FILE = "/etc/mailha/drain"
 TRACK_FILE = "/run/mailha/mta-fault"
+# The split-brain guard's own track file (mail_health_split_brain_track_file).
+SPLIT_BRAIN_FILE = "/run/mailha/split-brain"
 # The agent listens on the node's own address only (molecule.yml sets it).
 AGENT_ADDRESS = "10.213.1.25"
 AGENT_PORT = 8025
@@ -73,8 +75,9 @@ def test_files_and_config(host):
     conf = host.file("/etc/mailha/health.conf").content_string
     assert "floating_ip=10.213.1.100" in conf
     assert "full_check=true" in conf and "max_queue=1000" in conf
-    # Split-brain handling is off by default (no peer).
+    # Split-brain handling is off by default (no peer); its track file is set all the same.
     assert "\npeer_agent_url=\n" in conf and "\nvrrp_priority=100\n" in conf
+    assert f"\ntrack_file={TRACK_FILE}\n" in conf and f"\nsplit_brain_track_file={SPLIT_BRAIN_FILE}\n" in conf
     host.run_expect([0], "mailha-health --check-config")
 
 
@@ -193,6 +196,16 @@ def test_agent_status_document(host):
     # Other tests leave transient files (bounces): the age exists exactly when something is queued.
     queued = sum(document["queue"].values())
     assert (document["queue_oldest_age_seconds"] is None) == (queued == 0)
+    # A quick local Postfix: the watcher's greetings take milliseconds.
+    assert document["health_level"] == "ok" and document["degraded_reasons"] == []
+    assert 0 <= document["greeting_latency_median_seconds"] < 0.5
+    status, metrics = http_get(host, "/metrics")
+    lines = metrics.splitlines()
+    assert "mailha_health_level 0" in lines and 'mailha_vrrp_state{state="BACKUP"} 1' in lines
+    assert 'mailha_vrrp_state{state="MASTER"} 0' in lines
+    assert "mailha_vrrp_last_transition_timestamp_seconds 1767225600.000" in lines
+    count = next(line for line in lines if line.startswith("mailha_smtp_greeting_seconds_count "))
+    assert int(count.split()[1]) > 0 and 'mailha_smtp_greeting_seconds_bucket{le="+Inf"} ' + count.split()[1] in lines
 
 
 def test_agent_active_requires_the_floating_ip(host):
@@ -228,6 +241,8 @@ def test_killed_master_is_caught_although_systemd_says_active(host, floating_ip)
         # The agent's watcher sees it within a few checks: the endpoints
         # answer from its verdict, and keepalived's track file says failed.
         assert wait_until(host, f"test $(cat {TRACK_FILE}) = 1")
+        # The MTA's file alone: the split-brain guard's says nothing demoted.
+        assert host.file(SPLIT_BRAIN_FILE).content_string == "0\n"
         status, body = http_get(host, "/active")
         assert status == 503 and "MTA failed" in body
         assert http_get(host, "/health")[0] == 503
@@ -283,11 +298,12 @@ def test_agent_unit_limits_and_hardening(host):
     assert "Read-only file system" in host.run(f"nsenter -t {pid} -m touch /usr/mailha-probe").stderr
     host.run_expect([0], f"nsenter -t {pid} -m sh -c 'touch /run/mailha/.probe && rm /run/mailha/.probe'")
     # With all of it the agent still reads the queue and the VRRP log, and
-    # writes the track file (it says healthy after the previous tests).
+    # writes the track files (healthy after the previous tests; no peer, so never demoted).
     host.run_expect([0], f"mkdir -p /var/log/mailha && echo '{VRRP_LINE}' >> /var/log/mailha/vrrp-transitions.log")
     assert "mailha_queue_messages" in http_get(host, "/metrics")[1]
     assert json.loads(http_get(host, "/status")[1])["vrrp_state"] == "BACKUP"
     assert host.file(TRACK_FILE).content_string == "0\n"
+    assert host.file(SPLIT_BRAIN_FILE).content_string == "0\n"
 
 
 # Runs on the client: opens `count` connections to the agent, each with half a
