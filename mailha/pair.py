@@ -34,7 +34,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_tsig_algorithm": "hmac-sha256",
     "mailha_active_record": "relay",
     "mailha_failback_hold_down_seconds": 300,
-    "mailha_probe_timeout": 1.0,
+    "mailha_probe_timeout": 2.0,  # mail_health_timeout's default: healthy means one thing
     "mailha_queue_deferred_warning": 100,
     "mailha_test_recipient": "postmaster@inbox.test",
     "mailha_test_sender": "mailha-test@news.mailha.test",

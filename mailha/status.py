@@ -54,10 +54,12 @@ class NodeView:
     health_reason: str = ""
     # Why the agent made its relay stand down (a split brain it lost), else None.
     demoted_reason: str | None = None
-    # The agent's health level and the median of its recent SMTP greeting
-    # times, when it reports them (DISPLAY_FIELDS): shown, never judged.
+    # The agent's health level, the median of its recent SMTP greeting
+    # times and why it is degraded, when it reports them (DISPLAY_FIELDS):
+    # shown, and "degraded" is a DEGRADED finding.
     health_level: str | None = None
     greeting_latency_median_seconds: float | None = None
+    degraded_reasons: tuple[str, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -153,6 +155,7 @@ def gather(pair: Pair) -> Topology:
                 demoted_reason=doc.get("demoted_reason")[:300] if agent_ok and doc.get("demoted_reason") else None,
                 health_level=doc["health_level"] if agent_ok else None,
                 greeting_latency_median_seconds=doc["greeting_latency_median_seconds"] if agent_ok else None,
+                degraded_reasons=doc["degraded_reasons"] if agent_ok else (),
             )
         )
     dns_answer = answer.result()
@@ -230,12 +233,20 @@ def _seconds(value: object) -> float | None:
     return float(value) if type(value) in (int, float) and math.isfinite(value) and value >= 0 else None
 
 
+def _reasons(value: object) -> tuple[str, ...]:
+    """At most 5 one-line reasons of at most 200 characters each."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(" ".join(v.split())[:200] for v in value[:5] if isinstance(v, str))
+
+
 # Fields only shown (status --watch): newer agents report them, older ones
 # do not. A value that is absent or not of the expected shape shows as "-"
 # and, unlike AGENT_FIELDS, never makes the whole answer unreadable.
 DISPLAY_FIELDS = {
     "health_level": _health_level,
     "greeting_latency_median_seconds": _seconds,
+    "degraded_reasons": _reasons,
 }
 
 
@@ -327,6 +338,9 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
             add(CRITICAL, f"{n.name} is in FAULT: no standby can take over")
         elif n.name not in t.holders and not n.smtp_ok:
             add(DEGRADED, f"{n.name} (standby) MTA does not greet: {n.smtp_detail}")
+        if n.health_level == "degraded":
+            # Slow or backed up, still serving (the agent's header, "Degraded").
+            add(DEGRADED, f"{n.name} is degraded: {'; '.join(n.degraded_reasons) or 'see its agent'}")
         if n.drained:
             add(DEGRADED, f"{n.name} is drained at its health agent")
         for severity, finding in switch_leftovers(n):

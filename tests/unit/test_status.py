@@ -249,3 +249,26 @@ def test_the_relays_backup_servers_at_the_load_balancer_do_not_count_as_sending(
     t.balancer["servers"].update({"mx1-standby": "UP", "mx2-standby": "UP"})
     problems = [p["problem"] for p in status.assess(t, deferred_warning=100)]
     assert "the load balancer has not disabled the isolated mx2-standby (UP)" in problems
+
+
+def test_a_degraded_relay_is_a_degraded_finding_with_its_reasons():
+    slow = "greeting median 1.002 s over the last 20 checks (degraded_latency_seconds 0.5)"
+    t = topology(
+        node("mx1", holds=True, state="MASTER", lb="UP", health_level="degraded", degraded_reasons=(slow,)),
+        node("mx2", health_level="ok"),
+    )
+    assert (t.verdict, t.exit_code) == (DEGRADED, 1)
+    assert t.problems == [{"severity": DEGRADED, "problem": f"mx1 is degraded: {slow}"}]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (["slow", "queue"], ("slow", "queue")),
+        (["a\nb  c", 7, "x" * 300], ("a b c", "x" * 200)),
+        ("not a list", ()),
+        (None, ()),
+    ],
+)
+def test_degraded_reasons_from_the_agent_are_one_line_and_bounded(value, shown):
+    assert status.DISPLAY_FIELDS["degraded_reasons"](value) == shown
