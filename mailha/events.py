@@ -4,7 +4,8 @@ Each goes through mailha.node.events.emit (one syslog line; the webhooks
 through a spool), with the settings of the pair's mailha.yml:
 mailha_events_webhook_urls, mailha_events_webhook_secret_file (relative
 to the secrets directory), mailha_events_timeout,
-mailha_events_max_attempts and mailha_events_max_age_seconds. The spool
+mailha_events_max_attempts, mailha_events_max_age_seconds and
+mailha_events_backoff_max_seconds. The spool
 is <state dir>/events. After spooling, the command starts the deliverer
 (`python -m mailha.node events deliver --until-empty`) in a session of its
 own and does not wait for it: the command ends when its work does, whatever
@@ -45,6 +46,9 @@ def node_settings(pair: Pair) -> dict[str, Any]:
         timeout=float(settings.get("mailha_events_timeout", node_events.DEFAULTS["timeout"])),
         max_attempts=int(settings.get("mailha_events_max_attempts", node_events.DEFAULTS["max_attempts"])),
         max_age_seconds=float(settings.get("mailha_events_max_age_seconds", node_events.DEFAULTS["max_age_seconds"])),
+        backoff_max_seconds=float(
+            settings.get("mailha_events_backoff_max_seconds", node_events.DEFAULTS["backoff_max_seconds"])
+        ),
     )
 
 

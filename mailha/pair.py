@@ -57,6 +57,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_events_timeout": 5.0,
     "mailha_events_max_attempts": 20,
     "mailha_events_max_age_seconds": 86400.0,
+    "mailha_events_backoff_max_seconds": 600.0,
 }
 
 # The selector OpenDKIM signs with until `failover --isolate` rotates the key
@@ -136,6 +137,7 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "mailha_events_timeout": _between(0.1, 60),
     "mailha_events_max_attempts": _between(1, 10**6),
     "mailha_events_max_age_seconds": _between(1, 30 * 86400),
+    "mailha_events_backoff_max_seconds": _between(1, 86400),
 }
 
 
