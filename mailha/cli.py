@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from mailha import __version__, control_metrics, drill_report, isolation, terraform, textfile
+from mailha import __version__, control_metrics, drill_report, events, isolation, terraform, textfile
 from mailha import drill as drill_mod
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
@@ -171,15 +171,18 @@ def preflight_command(
     that could not run (bad input, no answer from the name server), or
     --metrics-file could not be written (after the results are printed).
     """
+    pair = pair_mod.load(inventory_path)
     try:
-        report = preflight_mod.run(pair_mod.load(inventory_path), checks or preflight_mod.CHECKS)
+        report = preflight_mod.run(pair, checks or preflight_mod.CHECKS)
     except MailhaError as exc:
         # A scheduled preflight that cannot run is exported too: its exit code.
         if problem := _write_metrics(metrics_file, control_metrics.write_preflight, [], exc.exit_code):
             click.echo(f"Error: {problem}", err=True)
+        events.publish_preflight(pair, exc.exit_code, [], exc.message)
         raise
     render = preflight_mod.render_json if output_format == "json" else preflight_mod.render_table
     click.echo(render(report))
+    events.publish_preflight(pair, report.exit_code, report.results)
     if problem := _write_metrics(metrics_file, control_metrics.write_preflight, report.results, report.exit_code):
         raise BadInput(problem)
     raise SystemExit(report.exit_code)

@@ -22,7 +22,7 @@ from typing import Any
 
 import dkim
 
-from mailha import drill_report, probes
+from mailha import drill_report, events, probes
 from mailha import status as status_mod
 from mailha import switch as switch_mod
 from mailha.audit import AuditLog, Record, Step, now_iso
@@ -460,6 +460,7 @@ def run_drill(pair: Pair, settings: DrillSettings, echo: Callable[[str], None]) 
         record.result, record.steps, record.finished = "failed", drill.steps, now_iso()
         record.details = {"scenario": settings.scenario, "failure": exc.message}
         AuditLog(pair.state_dir).append(record)
+        events.publish_drill(pair, record)
         if any(step.name.startswith("inject ") for step in drill.steps):
             # After the fault: the pair may be failed over or still degraded.
             raise MailhaError(
@@ -478,6 +479,7 @@ def run_drill(pair: Pair, settings: DrillSettings, echo: Callable[[str], None]) 
         report["files"] = {"json": str(json_path), "html": str(html_path)}
         record.details["report"] = str(settings.report_dir)
     AuditLog(pair.state_dir).append(record)
+    events.publish_drill(pair, record, report)
     return report, 0 if passed else 3
 
 

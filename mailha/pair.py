@@ -21,6 +21,7 @@ import yaml
 from mailha import inventory, names
 from mailha.audit import make_state_dir, state_dir
 from mailha.errors import BadInput, MailhaError
+from mailha.node import events as node_events
 
 SETTINGS_FILE = Path("group_vars") / "all" / "mailha.yml"
 # In the secrets directory: the key of the relays' greeting tags (names.node_tag).
@@ -50,6 +51,13 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_preflight_queue_age_warning_seconds": 3600,
     "mailha_preflight_spool_free_warning_mb": 1024,
     "mailha_preflight_clock_offset_warning_seconds": 1.0,
+    # Events to webhooks (README, "Webhooks"): none by default (syslog only).
+    "mailha_events_webhook_urls": [],
+    "mailha_events_webhook_secret_file": "",
+    "mailha_events_timeout": 5.0,
+    "mailha_events_max_attempts": 20,
+    "mailha_events_max_age_seconds": 86400.0,
+    "mailha_events_backoff_max_seconds": 600.0,
 }
 
 # The selector OpenDKIM signs with until `failover --isolate` rotates the key
@@ -60,6 +68,7 @@ DEFAULT_DKIM_SELECTOR = "mailha"
 
 TSIG_ALGORITHMS = ("hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
 MAIL_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}@(.+)")
+SECRET_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _between(low: float, high: float) -> Callable[[Any], str | None]:
@@ -74,6 +83,23 @@ def _mail_address(value: str) -> str | None:
     if match and names.dns_name_problem(match.group(1)) is None:
         return None
     return "must be a mail address such as postmaster@example.net"
+
+
+def _webhook_urls(value: list) -> str | None:
+    if not all(isinstance(url, str) and "," not in url for url in value):
+        return "must be a list of http:// or https:// URLs"
+    try:
+        node_events.parse_webhook_urls(",".join(value))
+    except ValueError as exc:
+        return f"must be a list of http:// or https:// URLs ({exc})"
+    return None
+
+
+def _secret_file(value: str) -> str | None:
+    """A file in the secrets directory: a name, never a way out of it."""
+    if value == "" or (SECRET_FILE_NAME.fullmatch(value) and ".." not in value):
+        return None
+    return "must be the name of a file in the secrets directory, such as webhook.key"
 
 
 def _dns_names(value: list) -> str | None:
@@ -106,6 +132,12 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "mailha_preflight_queue_age_warning_seconds": _between(0, 10**9),
     "mailha_preflight_spool_free_warning_mb": _between(0, 10**9),
     "mailha_preflight_clock_offset_warning_seconds": _between(0, 86400),
+    "mailha_events_webhook_urls": _webhook_urls,
+    "mailha_events_webhook_secret_file": _secret_file,
+    "mailha_events_timeout": _between(0.1, 60),
+    "mailha_events_max_attempts": _between(1, 10**6),
+    "mailha_events_max_age_seconds": _between(1, 30 * 86400),
+    "mailha_events_backoff_max_seconds": _between(1, 86400),
 }
 
 

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import click
 
-from mailha import fencing
+from mailha import events, fencing
 from mailha import preflight as preflight_mod
 from mailha import status as status_mod
 from mailha.audit import AuditLog, Record, Step, now_iso, switch_lock
@@ -414,6 +414,7 @@ def finish(
 ) -> SwitchOutcome:
     """Record the run, show the topology after it, and say how it ended: `done`, or its failure."""
     log.append(record)
+    events.publish_switch(pair, record)
     after = status_mod.gather(pair)
     outcome.after = after.to_dict()
     echo("")

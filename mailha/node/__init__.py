@@ -13,8 +13,9 @@ computed in one place:
 - the SMTP greeting probe: mailha.node.smtp
 - atomic file writes: mailha.node.files
 - the key=value settings files the roles write: mailha.node.config
+- events to syslog and the webhooks (spool, deliverer, receiver): mailha.node.events
 
 Commands (python3 mailha-node.pyz COMMAND ..., see mailha.node.__main__):
 health, health-agent, postfix-role, vrrp-notify, vrrp-release, sink-index,
-facts, check-config.
+facts, check-config, events.
 """

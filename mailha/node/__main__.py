@@ -23,6 +23,7 @@ COMMANDS = {
     "sink-index": ("sink_index", "run", "list what the lab's sink stored (mailha-sink-index)"),
     "facts": ("facts", "main", "this relay's facts as JSON, for the playbooks"),
     "check-config": ("checkconfig", "main", "validate a settings file: check-config KIND FILE"),
+    "events": ("events", "main", "webhook events: events deliver|receive|emit (mailha.node.events)"),
 }
 
 

@@ -166,7 +166,7 @@ import threading
 import time
 import urllib.parse
 
-from mailha.node import addresses, files, health, postfix_role, vrrp
+from mailha.node import addresses, events, files, health, postfix_role, vrrp
 from mailha.node.queue import total as queue_total
 
 EXIT_STOPPED = 1
@@ -291,8 +291,18 @@ class Watcher:
     the same); grade the relay ok or degraded (header: "Degraded"). serve()
     runs it in a thread of its own."""
 
-    def __init__(self, settings, check=None, clock=time.monotonic, sleep=time.sleep, demoted=False, read_queue=None):
+    def __init__(
+        self,
+        settings,
+        check=None,
+        clock=time.monotonic,
+        sleep=time.sleep,
+        demoted=False,
+        read_queue=None,
+        emit=events.emit,
+    ):
         self.settings = settings
+        self.emit = emit
         self.check = check or health.run_checks
         self.clock, self.sleep = clock, sleep
         self.read_queue = read_queue or (lambda: health.queue_details(settings["queue_directory"]))
@@ -332,13 +342,25 @@ class Watcher:
         file (1 the MTA failed, or degraded with failover_on_degraded; 0
         neither), or None for no change. sync_track() writes it, with the
         demotion."""
-        before = self.own_fault()
+        before, level = self.own_fault(), self.level()
         with self.lock:
             self.latest = (self.clock(), findings)
         self.grade_check(findings)
         self.judge_mta(findings)
+        if self.level() != level:
+            self.emit("health", level=self.level(), previous=level, reason=self.level_reason(findings))
         after = self.own_fault()
         return None if after == before else int(after)
+
+    def level(self):
+        """The level as the watcher judged it (with its hysteresis): "failed",
+        "degraded" or "ok". The health event follows this one."""
+        return "failed" if self.failed else "degraded" if self.degraded else "ok"
+
+    def level_reason(self, findings):
+        if self.failed:
+            return findings["reason"]
+        return "; ".join(self.degraded_reasons) if self.degraded else "healthy"
 
     def own_fault(self):
         """The watcher's own causes for the track file: the MTA failed (with
@@ -652,8 +674,10 @@ class SplitBrainGuard:
         clock=time.monotonic,
         sleep=time.sleep,
         demoted=False,
+        emit=events.emit,
     ):
         self.settings = settings
+        self.emit = emit
         self.url = settings["peer_agent_url"]
         self.address = health.node_address(settings)
         self.peer_address = health.peer_address(settings)
@@ -727,11 +751,14 @@ class SplitBrainGuard:
                 f"split brain: peer {view.address} (priority {view.priority}) holds the floating IP too, "
                 f"as this node (priority {ours[0]}, {self.address}) does; {outcome}"
             )
+            self.emit("split_brain", action="detected", peer=view.address, demoted=False, reason=outcome)
 
     def _set(self, reason, line):
         log(line)
         self.demoted_reason = reason
         self.on_change(reason is not None)
+        action = "demoted" if reason is not None else "cleared"
+        self.emit("split_brain", action=action, peer=self.peer_address, demoted=reason is not None, reason=line)
 
     def run(self):
         """Poll forever; returns (or raises) only on a bug, and serve() then exits."""

@@ -14,6 +14,7 @@ Settings: /etc/mailha/vrrp.conf (keepalived role), key=value:
   log=PATH        the transition log
   hook=COMMAND    run on every transition with the new state (lower case)
                   appended; one line per hook, in order
+                  (then the vrrp_transition event: mailha.node.events)
   instance=NAME   the VRRP instance (the release's notify names it)
   interface=DEV   the interface keepalived adds the addresses to
   address=CIDR    a virtual address (one line each), for the release
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import syslog
 
-from mailha.node import config, files
+from mailha.node import config, events, files
 
 CONFIG_FILE = "/etc/mailha/vrrp.conf"
 LOG_FILE = "/var/log/mailha/vrrp-transitions.log"
@@ -189,6 +190,8 @@ def notify(argv, settings=None, run=subprocess.run):
         syslog.syslog(syslog.LOG_ERR, f"cannot write {settings['log']}: {err}")
     for hook in settings["hook"]:
         run_hook(hook, new_state.lower(), run=run)
+    # After the hooks: the transition's own work never waits for its event.
+    events.emit("vrrp_transition", state=new_state.upper(), instance=name, priority=priority)
     return status
 
 

@@ -7,6 +7,17 @@ from collections import Counter
 import pytest
 
 from mailha import names
+from mailha.node import events
+
+
+@pytest.fixture(autouse=True)
+def _no_host_events(monkeypatch, tmp_path_factory):
+    """Events the code under test emits go nowhere: not to this host's syslog,
+    and not through an /etc/mailha/events.conf this host may have. A test
+    that looks at them patches syslog itself (tests/unit/test_events.py)."""
+    monkeypatch.setattr(events, "CONFIG_FILE", str(tmp_path_factory.getbasetemp() / "no-events.conf"))
+    monkeypatch.setattr(events.syslog, "openlog", lambda *args, **kwargs: None)
+    monkeypatch.setattr(events.syslog, "syslog", lambda *args: None)
 
 
 class _Session(socketserver.StreamRequestHandler):
