@@ -15,6 +15,13 @@ Two sums of them:
   releases it, postsuper -H), so the hand-over waits for pending to reach 0,
   not total: it would wait for held mail forever.
 
+The age of the oldest message is from its arrival time, the queue file's
+"T" record (what `postqueue -j` reports as arrival_time), not the file's
+mtime: the queue manager sets a deferred file's mtime to its next retry,
+in the future, so mtime made a message deferred for hours look newer than
+one queued a second ago (the lab's sink deferring one recipient showed it).
+A file whose first records cannot be read that way counts with its mtime.
+
 Before this definition the agent skipped maildrop and the hand-over skipped
 hold (playbooks/tasks/handover.yml); maildrop is normally empty within
 milliseconds (pickup moves it), so the agent's numbers only gain a key.
@@ -29,6 +36,50 @@ QUEUE_NAMES = ("maildrop", "incoming", "active", "deferred", "hold")
 # Queues whose files are counted only when complete (owner execute bit).
 COMPLETE_ONLY = ("maildrop", "incoming")
 HELD = ("hold",)
+# Postfix's record types (src/global/rec_type.h) and how far into a queue
+# file the arrival time is looked for: cleanup writes the size record (C),
+# then the time (T), within the first hundred bytes or so.
+REC_TYPE_TIME = ord("T")
+ARRIVAL_SEARCH_BYTES = 512
+ARRIVAL_SEARCH_RECORDS = 4
+
+
+def arrival_time(head):
+    """The arrival time (Unix seconds) in the first bytes of a queue file,
+    or None. A record is a type byte, its length in 7-bit groups (low group
+    first, the high bit set on all but the last), then the data; the T
+    record's data is "seconds microseconds"."""
+    position = 0
+    for _ in range(ARRIVAL_SEARCH_RECORDS):
+        if position >= len(head):
+            return None
+        kind, position = head[position], position + 1
+        length = shift = 0
+        while True:
+            if position >= len(head) or shift > 28:
+                return None
+            byte, position = head[position], position + 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        data, position = head[position : position + length], position + length
+        if kind == REC_TYPE_TIME:
+            fields = data.split()
+            if len(data) == length and fields and fields[0].isdigit():
+                return float(fields[0])
+            return None
+    return None
+
+
+def message_time(path, info):
+    """When the message in the queue file arrived: its T record, else mtime."""
+    try:
+        with open(path, "rb") as handle:
+            arrived = arrival_time(handle.read(ARRIVAL_SEARCH_BYTES))
+    except OSError:
+        arrived = None
+    return info.st_mtime if arrived is None else arrived
 
 
 def queue_details(queue_directory=QUEUE_DIRECTORY, now=None):
@@ -60,7 +111,8 @@ def queue_details(queue_directory=QUEUE_DIRECTORY, now=None):
                         if name in COMPLETE_ONLY and not info.st_mode & stat.S_IXUSR:
                             continue
                         counts[name] += 1
-                        oldest = info.st_mtime if oldest is None else min(oldest, info.st_mtime)
+                        arrived = message_time(entry.path, info)
+                        oldest = arrived if oldest is None else min(oldest, arrived)
             except FileNotFoundError:
                 continue
     age = None if oldest is None else max(0.0, round((now or time.time()) - oldest, 1))

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -374,6 +375,66 @@ def test_pending_leaves_out_the_hold_queue_only(tmp_path):
     assert counts == {"maildrop": 1, "incoming": 1, "active": 1, "deferred": 1, "hold": 1}
     assert queue.total(counts) == 5 and queue.pending(counts) == 4
     assert queue.count_queue(str(tmp_path)) == 5
+
+
+def record(kind: str, data: bytes) -> bytes:
+    """One Postfix queue-file record: type, length in 7-bit groups, data."""
+    length, encoded = len(data), bytearray()
+    while True:
+        encoded.append((length & 0x7F) | (0x80 if length > 0x7F else 0))
+        length >>= 7
+        if not length:
+            break
+    return kind.encode() + bytes(encoded) + data
+
+
+def queue_file(path, arrived: int, mtime: int) -> None:
+    """A queue file as cleanup writes it (the lab's, byte for byte in shape):
+    the size record padded to 95 bytes, the arrival time, attributes."""
+    size = b"            310             299               1               0             310               0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        record("C", size)
+        + record("T", f"{arrived} 734811".encode())
+        + record("A", f"create_time={arrived}".encode())
+        + record("A", b"x" * 200)  # a length over 127: two length bytes
+    )
+    path.chmod(0o700)
+    os.utime(path, (mtime, mtime))
+
+
+def test_the_oldest_age_is_the_arrival_time_not_a_deferred_files_future_mtime(tmp_path):
+    now = 1_796_213_510
+    # Deferred 5 minutes ago; the queue manager set the mtime to its next retry.
+    queue_file(tmp_path / "deferred/B/B4346", arrived=now - 300, mtime=now + 290)
+    queue_file(tmp_path / "active/A/A1", arrived=now - 2, mtime=now - 2)
+    counts, oldest = queue.queue_details(str(tmp_path), now=now)
+    assert counts["deferred"] == 1 and counts["active"] == 1
+    assert oldest == 300.0
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"garbage",
+        record("C", b"1") + record("T", b"not a time"),
+        b"T\xff\xff\xff\xff\xff\xff",
+        record("C", b"1") * 5,
+    ],
+)
+def test_a_queue_file_without_a_readable_arrival_time_counts_with_its_mtime(tmp_path, head):
+    assert queue.arrival_time(head) is None
+    path = tmp_path / "hold" / "H1"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(head)
+    os.utime(path, (1000, 1000))
+    assert queue.queue_details(str(tmp_path), now=1060)[1] == 60.0
+
+
+def test_arrival_time_reads_a_record_whose_length_takes_two_bytes():
+    head = record("A", b"y" * 300) + record("T", b"1796213507 1")
+    assert queue.arrival_time(head) == 1796213507.0
 
 
 def test_facts_report_what_the_agent_reports(tmp_path, monkeypatch, capsys):
