@@ -121,3 +121,13 @@ def test_failed_drill_alerts_and_still_prunes(host, old_reports):
     report = json.loads(host.file(f"{REPORTS}/{kept[-1]}/report.json").content_string)
     assert report["verdict"]["passed"] is False
     assert host.file(METRICS).content_string == 'mailha_drill_last_success{scenario="host-down"} 0\n'
+
+
+def test_a_process_the_drill_leaves_in_its_own_session_outlives_the_run(host):
+    """The drill's webhook deliverer is such a process: it must deliver the
+    drill's event after the oneshot unit has ended (KillMode=process)."""
+    host.run("rm -f /run/fake-drill-child.pid /run/fake-drill-fail")
+    assert run_service(host).rc == 0
+    pid = host.check_output("cat /run/fake-drill-child.pid").strip()
+    assert host.run(f"kill -0 {pid}").rc == 0, "the run's detached child was killed with the unit"
+    host.run(f"kill {pid}")
