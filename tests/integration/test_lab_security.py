@@ -10,6 +10,7 @@ hosts only.
 from __future__ import annotations
 
 import email
+import http.client
 import json
 import smtplib
 import socket
@@ -138,6 +139,28 @@ def test_agents_statistics_and_dns_are_unreachable_from_outside(lab, outsider):
     assert outsider.run("connect", lab.balancer, "8404")["outcome"] == "timeout"
     assert reachable_from_controller(lab.balancer, 8404)
     assert outsider.run("dns", lab.vars["mailha_nameserver"], "mta.mailha.test")["outcome"] == "timeout"
+
+
+def test_the_webhook_receiver_takes_events_from_the_relays_and_the_controller_only(lab, outsider):
+    """The lab's receiver (sink, port 8088) listens on the sink's address
+    alone; an outside host cannot even connect, the relays and the
+    controller can, and an unsigned event is refused (401) all the same."""
+    sink = lab.hosts["sink"]["mailha_address"]
+    assert listening_ports(lab, "sink") >= {(sink, 8088)}
+    assert not [(a, p) for a, p in listening_ports(lab, "sink") if p == 8088 and a != sink]
+    assert outsider.run("connect", sink, "8088")["outcome"] == "timeout"
+    assert reachable_from_controller(sink, 8088)
+    for host in lab.mail:
+        probe = lab.exec(
+            host, "python3", "-c", f"import socket; socket.create_connection(({sink!r}, 8088), timeout=3); print('ok')"
+        )
+        assert probe.stdout.strip() == "ok", f"{host} cannot reach the receiver"
+    connection = http.client.HTTPConnection(sink, 8088, timeout=5)
+    try:
+        connection.request("POST", "/events", body=b'{"id": "00000000-0000-4000-8000-000000000000"}')
+        assert connection.getresponse().status == 401
+    finally:
+        connection.close()
 
 
 def reachable_from_controller(address: str, port: int) -> bool:

@@ -96,3 +96,23 @@ def test_facts_bad_option_is_one_line_usage_error(host):
     assert result.rc == 3
     assert "Traceback" not in result.stderr
     assert "no fact 'no_such_fact'" in result.stderr
+
+
+def test_events_wait_in_the_spool_while_no_webhook_answers(host):
+    """emit only writes the spool (no network: it returns at once, whatever
+    the receiver does); the deliverer service keeps the event while the
+    webhook at 10.213.1.92 does not answer."""
+    assert host.service("mailha-events").is_running
+    conf = host.file("/etc/mailha/events.conf").content_string
+    assert "webhook_urls=http://10.213.1.92:8088/events" in conf
+    spool = "/var/spool/mailha/events"
+    before = set(host.check_output(f"ls -1 {spool}").split())
+    emitted = host.run(f"{ENTRY} events emit health level=degraded reason=molecule")
+    assert emitted.rc == 0, emitted.stderr
+    host.run("sleep 3")  # a few of the deliverer's retries (backoff at most 2 s)
+    new = [name for name in host.check_output(f"ls -1 {spool}").split() if name not in before]
+    events = [name for name in new if name.endswith(".json")]
+    assert len(events) == 1, new
+    event = json.loads(host.file(f"{spool}/{events[0]}").content_string)
+    assert (event["kind"], event["level"], event["reason"]) == ("health", "degraded", "molecule")
+    assert host.service("mailha-events").is_running
