@@ -129,7 +129,7 @@ def from_the_primary(lab, cli):
 def test_a_failed_step_is_rescued_and_the_pair_keeps_sending(lab, cli, point, holder):
     generator = traffic(lab)
     try:
-        result = cli("failover", "--yes", "--fail-at", point, "--reason", f"rescue test at {point}")
+        result = cli("failover", "--yes", "--skip-preflight", "--fail-at", point, "--reason", f"rescue test at {point}")
         time.sleep(2)
     finally:
         attempts = generator.stop()
