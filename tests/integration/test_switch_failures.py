@@ -147,7 +147,7 @@ def test_a_source_that_cannot_quiesce_is_rescued_with_nothing_moved(lab, cli):
     generator = traffic(lab)
     try:
         with SlowReceiver(lab):
-            result = cli("failover", "--yes", "--quiesce-timeout", "5")
+            result = cli("failover", "--yes", "--skip-preflight", "--quiesce-timeout", "5")
     finally:
         attempts = generator.stop()
     output = result.stdout + result.stderr
@@ -164,7 +164,16 @@ def test_a_switch_killed_during_the_quiesce_is_shown_and_undone(lab, cli):
         with SlowReceiver(lab):
             # The CLI and its ansible-playbook die together, as with a lost SSH session.
             process = subprocess.Popen(
-                [MAILHA, "failover", "--yes", "--quiesce-timeout", "120", "--inventory", str(INVENTORY)],
+                [
+                    MAILHA,
+                    "failover",
+                    "--yes",
+                    "--skip-preflight",
+                    "--quiesce-timeout",
+                    "120",
+                    "--inventory",
+                    str(INVENTORY),
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
