@@ -251,10 +251,14 @@ DISPLAY_FIELDS = {
 
 
 def queues_empty(pair: Pair, timeout: float = 1.0) -> bool:
-    """Every relay's agent answers, and counts no message in any of its queues."""
+    """Every relay's agent answers, and counts no message in any of its queues.
+
+    It asks for a reading taken now (fresh=1): the counts the agents share
+    between their answers may be a second old, and a message handed over
+    within that second would be counted as delivered before it was."""
     port = pair.settings["mailha_agent_port"]
     for node in pair.nodes.values():
-        document, _ = agent_status(probes.get_json(f"http://{node.address}:{port}/status", timeout))
+        document, _ = agent_status(probes.get_json(f"http://{node.address}:{port}/status?fresh=1", timeout))
         if document is None or sum(document["queue"].values()) > 0:
             return False
     return True

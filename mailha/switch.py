@@ -166,17 +166,30 @@ def echo_step(echo: Callable[[str], None]) -> Callable[[Step, str], None]:
     return show
 
 
-def echo_retry(echo: Callable[[str], None], every: int = 5) -> Callable[[str, str, int, int, dict], None]:
-    """A countdown for the long waits (the quiesce: one attempt a second), every `every` attempts."""
+def echo_retry(
+    echo: Callable[[str], None], every: int = 5, clock: Callable[[], float] = time.monotonic
+) -> Callable[[str, str, int, int, dict], None]:
+    """A countdown for the long waits, every `every` attempts.
+
+    The quiesce (one attempt a second until its timeout in seconds) says how
+    many deliveries are still open and how long it has waited; other waits
+    say which attempt of how many.
+    """
+    started: dict[tuple[str, str], float] = {}
 
     def show(name: str, host: str, attempt: int, retries: int, res: dict) -> None:
+        key = (name, host)
+        if attempt <= 1 or key not in started:
+            started[key] = clock()
         if attempt % every:
             return
         lines = res.get("stdout_lines")
         # The quiesce lists the delivery sessions still open, one per line.
-        counted = "in flight" in name and isinstance(lines, list)
-        what = f"{len(lines)} still in delivery, " if counted else ""
-        echo(f"         waiting ({host}): {what}attempt {attempt} of {retries}")
+        if "in flight" in name and isinstance(lines, list):
+            waited = clock() - started[key]
+            echo(f"         waiting ({host}): {len(lines)} still in delivery, {waited:.0f} s of {retries} s")
+            return
+        echo(f"         waiting ({host}): attempt {attempt} of {retries}")
 
     return show
 

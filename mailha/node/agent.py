@@ -167,6 +167,7 @@ import time
 import urllib.parse
 
 from mailha.node import addresses, events, files, health, postfix_role, vrrp
+from mailha.node.queue import age_of, read_queue
 from mailha.node.queue import total as queue_total
 
 EXIT_STOPPED = 1
@@ -193,6 +194,13 @@ CARRIED_OVER = "split brain: this node was demoted when the agent started again"
 # of the very relay that is backed up. A queue grows and ages over minutes;
 # a reading 5 s old costs the level at most 5 s.
 QUEUE_READ_INTERVAL = 5.0
+# /status and /metrics take the same shared reading while it is younger than
+# this: the peer's split-brain guard asks for /status four times a second,
+# and each of its answers used to walk the whole spool. The oldest message's
+# age is computed when the answer is written, so it never lags; the counts
+# lag by at most this. /status?fresh=1 reads the queue now (a drill's "are
+# the queues empty" before it counts at the recipient side).
+STATUS_QUEUE_MAX_AGE = 1.0
 # mailha_smtp_greeting_seconds' buckets (upper bounds, seconds).
 GREETING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # The health levels, in the order of mailha_health_level's values (0, 1, 2).
@@ -229,6 +237,40 @@ def was_demoted(settings):
     what split_brain_track_file says, when a peer is set."""
     path = settings["split_brain_track_file"]
     return bool(path and settings["peer_agent_url"]) and read_track_value(path) != 0
+
+
+class QueueReader:
+    """One reading of the five queues (mailha.node.queue.read_queue), shared
+    by the watcher and the endpoints' threads: a caller takes the reading
+    while it is younger than the max_age it asks for, else reads the queue
+    again. One caller reads at a time; those that arrive meanwhile take its
+    reading instead of walking the spool again."""
+
+    def __init__(self, queue_directory, read=None, clock=time.monotonic, wall=time.time):
+        self.read = read or (lambda: read_queue(queue_directory))
+        self.clock, self.wall = clock, wall
+        self.lock = threading.Lock()
+        self.taken = None  # clock time of the reading
+        self.reading = None  # (counts, oldest arrival) or the OSError it raised
+        self.reads = 0
+
+    def details(self, max_age):
+        """(counts, oldest message's age in seconds or None) from a reading at
+        most max_age seconds old (0: read now); raises the reading's OSError."""
+        with self.lock:
+            now = self.clock()
+            if self.taken is None or not 0 <= now - self.taken < max_age:
+                try:
+                    self.reading = self.read()
+                except OSError as err:
+                    self.reading = err
+                self.taken = now
+                self.reads += 1
+            reading = self.reading
+        if isinstance(reading, OSError):
+            raise reading
+        counts, oldest = reading
+        return dict(counts), age_of(oldest, self.wall())
 
 
 class Histogram:
@@ -300,12 +342,15 @@ class Watcher:
         demoted=False,
         read_queue=None,
         emit=events.emit,
+        queue_reader=None,
     ):
         self.settings = settings
         self.emit = emit
         self.check = check or health.run_checks
         self.clock, self.sleep = clock, sleep
-        self.read_queue = read_queue or (lambda: health.queue_details(settings["queue_directory"]))
+        # The reading the endpoints share (main() passes the server's).
+        self.queue_reader = queue_reader or QueueReader(settings["queue_directory"])
+        self.read_queue = read_queue or (lambda: self.queue_reader.details(QUEUE_READ_INTERVAL))
         self.lock = threading.Lock()
         self.latest = None  # (clock time, findings)
         self.track_file = settings["track_file"]
@@ -813,8 +858,11 @@ def route(path):
     return postfix_role.read_route(path)
 
 
-def status_document(settings, findings, holds_ip, drained, active_reason, guard=None, grade=NO_GRADE):
-    counts, oldest_age = health.queue_details(settings["queue_directory"])
+def status_document(
+    settings, findings, holds_ip, drained, active_reason, guard=None, grade=NO_GRADE, queue_details=None
+):
+    """/status. queue_details gives (counts, oldest age); by default it reads the queue now."""
+    counts, oldest_age = (queue_details or (lambda: health.queue_details(settings["queue_directory"])))()
     state, since = vrrp_state(settings["vrrp_log"])
     demoted_reason = guard.demoted_reason if guard is not None else None
     return {
@@ -918,11 +966,11 @@ def _metrics(findings, holds_ip, drained, active_reason, guard=None, grade=NO_GR
     return "\n".join(lines) + "\n"
 
 
-def metrics_page(settings, findings, holds_ip, drained, active_reason, guard=None, grade=NO_GRADE):
-    """/metrics: _metrics with the VRRP transition and the queue's oldest
-    age read now (a scrape every few seconds, as /status reads them)."""
+def metrics_page(settings, findings, holds_ip, drained, active_reason, guard=None, grade=NO_GRADE, queue_details=None):
+    """/metrics: _metrics with the VRRP transition read now and the queue's
+    oldest age from queue_details (by default a reading of the queue now)."""
     try:
-        queue_age = health.queue_details(settings["queue_directory"])[1]
+        queue_age = (queue_details or (lambda: health.queue_details(settings["queue_directory"])))()[1]
     except OSError:
         queue_age = None
     transition = vrrp.last_transition(settings["vrrp_log"])
@@ -990,8 +1038,10 @@ class AgentServer(http.server.ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, settings, watcher=None, handler=None, guard=None):
+    def __init__(self, settings, watcher=None, handler=None, guard=None, queue_reader=None):
         self.settings, self.watcher, self.guard = settings, watcher, guard
+        # main() gives the watcher's: one walk of the spool serves both.
+        self.queue_reader = queue_reader or QueueReader(settings["queue_directory"])
         self.request_timeout = settings["agent_request_timeout"]
         self.max_connections = settings["agent_max_connections"]
         self.notices = Notices()
@@ -1131,7 +1181,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # the name http.server calls
         settings, watcher, guard = self.server.settings, self.server.watcher, self.server.guard
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path not in ("/active", "/health", "/metrics", "/status"):
             self._answer(404, "not found\n")
             return
@@ -1143,7 +1193,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._answer(503, f"not active: {active_reason}\n")
         elif path == "/status":
-            document = status_document(settings, findings, holds_ip, drained, active_reason, guard, grade)
+            fresh = "1" in urllib.parse.parse_qs(query).get("fresh", ())
+            reader = self.server.queue_reader
+            document = status_document(
+                settings,
+                findings,
+                holds_ip,
+                drained,
+                active_reason,
+                guard,
+                grade,
+                lambda: reader.details(0 if fresh else STATUS_QUEUE_MAX_AGE),
+            )
             self._answer(200, json.dumps(document) + "\n", "application/json")
         elif path == "/health":
             if findings["exit_code"] != health.EXIT_HEALTHY:
@@ -1155,7 +1216,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._answer(
                 200,
-                metrics_page(settings, findings, holds_ip, drained, active_reason, guard, grade),
+                metrics_page(
+                    settings,
+                    findings,
+                    holds_ip,
+                    drained,
+                    active_reason,
+                    guard,
+                    grade,
+                    lambda: self.server.queue_reader.details(QUEUE_READ_INTERVAL),
+                ),
                 "text/plain; version=0.0.4; charset=utf-8",
             )
 
@@ -1210,7 +1280,9 @@ def main():
     demoted = was_demoted(settings)
     if demoted:
         log(f"{settings['split_brain_track_file']} says demoted for a split brain: kept until the guard's poll")
-    watcher = Watcher(settings, demoted=demoted) if settings["watch_interval"] > 0 else None
+    # One reading of the queue for the watcher and the endpoints.
+    queue_reader = QueueReader(settings["queue_directory"])
+    watcher = Watcher(settings, demoted=demoted, queue_reader=queue_reader) if settings["watch_interval"] > 0 else None
     guard = None
     # load_config makes sure the watcher runs when a peer is set.
     if settings["peer_agent_url"] and watcher is not None:
@@ -1218,7 +1290,7 @@ def main():
         adverts.start()
         guard = SplitBrainGuard(settings, adverts=adverts, on_change=watcher.set_demoted, demoted=demoted)
     try:
-        server = AgentServer(settings, watcher, guard=guard)
+        server = AgentServer(settings, watcher, guard=guard, queue_reader=queue_reader)
     except OSError as err:
         log(f"cannot listen on {settings['agent_bind_address']} port {settings['agent_port']}: {err}")
         return EXIT_STOPPED

@@ -86,6 +86,18 @@ def queue_details(queue_directory=QUEUE_DIRECTORY, now=None):
     """Files per queue (recursive; complete ones only in maildrop and
     incoming) and the age in seconds of the oldest file among them (None
     when all are empty)."""
+    counts, oldest = read_queue(queue_directory)
+    return counts, age_of(oldest, now)
+
+
+def age_of(arrival, now=None):
+    """Seconds since `arrival` (Unix time; None stays None), never negative."""
+    return None if arrival is None else max(0.0, round((now or time.time()) - arrival, 1))
+
+
+def read_queue(queue_directory=QUEUE_DIRECTORY):
+    """Files per queue and the oldest file's arrival (Unix time, None when
+    all are empty): one pass that lists, stats and opens every queue file."""
     counts = {}
     oldest = None
     for name in QUEUE_NAMES:
@@ -115,8 +127,7 @@ def queue_details(queue_directory=QUEUE_DIRECTORY, now=None):
                         oldest = arrived if oldest is None else min(oldest, arrived)
             except FileNotFoundError:
                 continue
-    age = None if oldest is None else max(0.0, round((now or time.time()) - oldest, 1))
-    return counts, age
+    return counts, oldest
 
 
 def total(counts):

@@ -27,8 +27,11 @@ pytestmark = pytest.mark.lab
 ROUTE_FILE = "/etc/postfix/mailha_role_transport"
 # The sink pauses this long before it answers each message's DATA (per
 # message, whatever connection reuse): the relay's deliveries stay in
-# flight, so the source's active queue cannot empty.
-SLOW_RECEIVER_SECONDS = 25
+# flight, so the source's active queue cannot empty. Longer than the time
+# from the slowdown to the end of a short quiesce on a loaded machine (the
+# deliveries in flight at the hold may all have started with the slowdown),
+# shorter than the relays' 120 s smtp_data_init_timeout.
+SLOW_RECEIVER_SECONDS = 90
 
 
 def route(lab, host: str) -> str:

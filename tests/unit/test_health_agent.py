@@ -3,6 +3,7 @@ run, an HTTP server that no client can keep from answering HAProxy, the
 split-brain guard (claims, peer polls, demotion, adverts), and the degraded
 level with what /status, /active, /health and /metrics say of it."""
 
+import http.client
 import http.server
 import importlib
 import json
@@ -316,11 +317,13 @@ def loopback(agent):
     source) opens a client connection. Both are closed afterwards."""
     servers, clients = [], []
 
-    def start(watcher=None, guard=None, **overrides):
+    def start(watcher=None, guard=None, queue_reader=None, **overrides):
         values = settings(agent, agent_bind_address="127.0.0.1", agent_port=0)
         values.update(agent_request_timeout=1.0, agent_max_connections=4)
         values.update(overrides)
-        server = agent.AgentServer(values, watcher or healthy_watcher(agent, values), guard=guard)
+        server = agent.AgentServer(
+            values, watcher or healthy_watcher(agent, values), guard=guard, queue_reader=queue_reader
+        )
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return server
@@ -1762,3 +1765,71 @@ def test_a_bad_degraded_setting_is_one_clear_line(agent, tmp_path, capsys, line,
     assert checkconfig.main(["health", str(conf)]) == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"mailha-node check-config: {conf}:2: {message}")
+
+
+def test_one_queue_reading_serves_every_caller_while_it_is_young_enough(agent):
+    reader = QueueReader(counts={"maildrop": 0, "incoming": 0, "active": 3, "deferred": 1, "hold": 0}, oldest=1000.0)
+    now, wall = [50.0], [1030.0]
+    shared = agent.QueueReader("/nonexistent", read=reader, clock=lambda: now[0], wall=lambda: wall[0])
+    assert shared.details(1.0) == (reader.counts, 30.0)
+    now[0] += 0.5
+    wall[0] += 0.5
+    reader.counts["active"] = 9
+    # Within max_age: the same counts, but the age of the oldest message now.
+    assert shared.details(1.0) == ({**reader.counts, "active": 3}, 30.5)
+    assert shared.details(5.0)[0]["active"] == 3 and reader.calls == 1
+    now[0] += 0.5
+    assert shared.details(1.0)[0]["active"] == 9 and reader.calls == 2
+    assert shared.details(0)[0]["active"] == 9 and reader.calls == 3, "max_age 0 reads now"
+    reader.error = PermissionError("queue unreadable")
+    with pytest.raises(PermissionError):
+        shared.details(0)
+    with pytest.raises(PermissionError):
+        shared.details(5.0)  # the failed reading is the shared one until the next
+    assert reader.calls == 4
+    reader.error = None
+    now[0] -= 100  # a clock that went back reads again
+    assert shared.details(5.0)[0]["active"] == 9 and reader.calls == 5
+
+
+def test_callers_that_arrive_during_a_reading_take_it_instead_of_reading_again(agent):
+    entered, release = threading.Event(), threading.Event()
+    reader = QueueReader()
+
+    def slow_read():
+        entered.set()
+        release.wait(5)
+        return reader()
+
+    shared = agent.QueueReader("/nonexistent", read=slow_read)
+    threads = [threading.Thread(target=shared.details, args=(1.0,)) for _ in range(8)]
+    threads[0].start()
+    assert entered.wait(5)
+    for thread in threads[1:]:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert reader.calls == 1
+
+
+def test_status_and_metrics_share_the_reading_and_fresh_reads_now(agent, loopback):
+    start, _connect = loopback
+    reader = QueueReader(counts={"maildrop": 0, "incoming": 0, "active": 2, "deferred": 0, "hold": 0}, oldest=None)
+    server = start(queue_reader=agent.QueueReader("/nonexistent", read=reader))
+
+    def get(path):
+        client = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        try:
+            client.request("GET", path)
+            return client.getresponse().read().decode()
+        finally:
+            client.close()
+
+    for _ in range(5):  # the peer's guard asks four times a second
+        assert json.loads(get("/status"))["queue"]["active"] == 2
+    get("/metrics")
+    assert reader.calls == 1
+    reader.counts["active"] = 0
+    assert json.loads(get("/status?fresh=1"))["queue"]["active"] == 0
+    assert reader.calls == 2

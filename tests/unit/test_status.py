@@ -163,9 +163,11 @@ def test_queues_empty_needs_every_agent_to_answer_with_no_queued_message():
         probe.bind(("127.0.0.2", 0))
         port = probe.getsockname()[1]
     answers = {}
+    paths = []
 
     class Agent(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # the name http.server calls
+            paths.append(self.path)
             body = json.dumps(answers[self.server.server_address[0]]).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -187,6 +189,7 @@ def test_queues_empty_needs_every_agent_to_answer_with_no_queued_message():
         empty = {"active": 0, "deferred": 0, "hold": 0, "incoming": 0}
         answers.update({"127.0.0.2": {**document, "queue": empty}, "127.0.0.3": {**document, "queue": empty}})
         assert status.queues_empty(the_pair)
+        assert paths == ["/status?fresh=1"] * 2, "a reading taken now, not the agents' shared one"
         answers["127.0.0.3"] = {**document, "queue": {**empty, "deferred": 1}}
         assert not status.queues_empty(the_pair)
         answers["127.0.0.3"] = {**document, "queue": "none"}  # unreadable counts as not empty

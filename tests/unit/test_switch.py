@@ -151,3 +151,25 @@ def test_settings_with_jinja_are_refused(pair):
     settings.write_text("mailha_agent_port: '{{ port }}'\n")
     with pytest.raises(MailhaError, match="must be a plain value"):
         pair_mod.load(pair.inventory_path)
+
+
+def test_the_quiesce_countdown_says_what_is_open_and_how_long_it_waited():
+    lines: list[str] = []
+    now = [100.0]
+    show = switch.echo_retry(lines.append, every=2, clock=lambda: now[0])
+    name = "Step: wait for the source relay's deliveries in flight to end"
+    for attempt in range(1, 5):
+        show(name, "mx1", attempt, 120, {"stdout_lines": ["a", "b", "c"]})
+        now[0] += 3.0
+    assert lines == [
+        "         waiting (mx1): 3 still in delivery, 3 s of 120 s",
+        "         waiting (mx1): 3 still in delivery, 9 s of 120 s",
+    ]
+
+
+def test_other_waits_count_attempts():
+    lines: list[str] = []
+    show = switch.echo_retry(lines.append, every=5)
+    for attempt in range(1, 11):
+        show("Step: wait until the target relay holds the floating IP", "mx2", attempt, 30, {})
+    assert lines == ["         waiting (mx2): attempt 5 of 30", "         waiting (mx2): attempt 10 of 30"]
