@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import click
 
+from mailha import project
 from mailha import status as status_mod
 from mailha.audit import AuditLog, Record, now_iso, operator, switch_lock
 from mailha.errors import BadInput, MailhaError
@@ -57,7 +58,7 @@ def run_isolate(
     refuse_if_isolated(pair, suspect, f"to isolate {suspect} again")
     refuse_if_isolated(pair, target, f"to isolate {suspect}: its peer would be the only relay left and")
     outcome = SwitchOutcome("failover", target, suspect, "isolate", dry_run, before=before.to_dict())
-    playbook = pair.repo_root / "playbooks" / "isolate.yml"
+    playbook = project.playbook("isolate.yml")
     extravars = {"mailha_isolate": suspect, "mailha_isolate_reason": reason}
 
     echo(f"\nfailover --isolate: fence {suspect} as possibly compromised, make {target} active. Preconditions:")
@@ -120,7 +121,7 @@ def run_unisolate(pair: Pair, node: str, reason: str, echo: Callable[[str], None
     began = time.monotonic()
     with switch_lock(pair.state_dir):
         result = run_playbook(
-            pair.repo_root / "playbooks" / "unisolate.yml",
+            project.playbook("unisolate.yml"),
             pair.inventory_path,
             {"mailha_unisolate": node},
             on_step=echo_step(echo),

@@ -10,7 +10,7 @@ import os
 import subprocess
 from collections import Counter
 
-from mailha import names
+from mailha import names, project
 from mailha.errors import BadInput, MailhaError
 from mailha.pair import Pair
 
@@ -26,7 +26,7 @@ class PodmanHosts:
             )
         self.pair = pair
         self.env = dict(os.environ)
-        self.env.setdefault("CONTAINERS_CONF", str(pair.repo_root / "lab" / "containers.conf"))
+        self.env.setdefault("CONTAINERS_CONF", str(project.project_dir() / "lab" / "containers.conf"))
         self.targets = {name: node.target for name, node in pair.nodes.items()}
 
     def podman(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:

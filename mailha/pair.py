@@ -177,12 +177,11 @@ class Pair:
         return self.vars["mailha_sending_host"]
 
     @property
-    def repo_root(self) -> Path:
-        return self.inventory_path.resolve().parent.parent.parent
-
-    @property
     def secrets_dir(self) -> Path:
-        return self.repo_root / ".lab" / "secrets" / self.environment
+        """<two levels above the inventory's directory>/.lab/secrets/<environment>,
+        where playbooks/secrets.yml keeps them (mailha_secrets_dir). The
+        playbooks themselves are the project's (mailha.project)."""
+        return self.inventory_path.resolve().parent.parent.parent / ".lab" / "secrets" / self.environment
 
     @property
     def state_dir(self) -> Path:

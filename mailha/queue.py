@@ -11,6 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from mailha import project
 from mailha.errors import MailhaError
 from mailha.pair import Pair
 from mailha.runner import run_playbook
@@ -88,9 +89,7 @@ def _arrival(value: str) -> datetime | None:
 
 def inspect(pair: Pair, node: str) -> list[QueuedMessage]:
     pair.node(node)
-    result = run_playbook(
-        pair.repo_root / "playbooks" / "queue-inspect.yml", pair.inventory_path, {"mailha_queue_node": node}
-    )
+    result = run_playbook(project.playbook("queue-inspect.yml"), pair.inventory_path, {"mailha_queue_node": node})
     if not result.ok:
         if result.unreachable:
             raise MailhaError(f"{node} is unreachable; its queue cannot be read")

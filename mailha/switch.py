@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import click
 
-from mailha import events, fencing
+from mailha import events, fencing, project
 from mailha import preflight as preflight_mod
 from mailha import status as status_mod
 from mailha.audit import AuditLog, Record, Step, now_iso, switch_lock
@@ -325,7 +325,7 @@ def run_switch(
         if command == "failback":
             refuse_failback(pair, before, target, log)
         outcome = SwitchOutcome(command, target, source, mode, dry_run, before=before.to_dict())
-        playbook = pair.repo_root / "playbooks" / PLAYBOOKS[command]
+        playbook = project.playbook(PLAYBOOKS[command])
         extravars = {
             "mailha_switch_to": target,
             "mailha_switch_mode": mode,
@@ -399,7 +399,7 @@ def reconcile(
     record.details = {"target": target, "mode": "reconcile", "unfinished": left}
     began = time.monotonic()
     result = run_playbook(
-        pair.repo_root / "playbooks" / PLAYBOOKS["reconcile"],
+        project.playbook(PLAYBOOKS["reconcile"]),
         pair.inventory_path,
         {"mailha_reconcile_skip": sorted(fencing.marks(pair))},
         on_step=echo_step(echo),
@@ -507,7 +507,7 @@ def run_handover(
     began = time.monotonic()
     with switch_lock(pair.state_dir):
         result = run_playbook(
-            pair.repo_root / "playbooks" / PLAYBOOKS["handover"],
+            project.playbook(PLAYBOOKS["handover"]),
             pair.inventory_path,
             {"mailha_handover_from": name, "mailha_handover_isolated": isolated},
             on_step=echo_step(echo),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
-from mailha import probes
+from mailha import probes, project
 from mailha import status as status_mod
 from mailha.errors import MailhaError
 from mailha.pair import Pair
@@ -167,7 +167,7 @@ def collect(pair: Pair, timeout: float, relays: Iterable[str] | None = None) -> 
     preflight reads its target only, and must not wait for a source that is down."""
     names = list(pair.nodes) if relays is None else [name for name in pair.nodes if name in set(relays)]
     try:
-        result = run_playbook(pair.repo_root / "playbooks" / PLAYBOOK, pair.inventory_path, limit=",".join(names))
+        result = run_playbook(project.playbook(PLAYBOOK), pair.inventory_path, limit=",".join(names))
     except MailhaError as exc:  # ansible-playbook could not start: every relay unread, the DNS checks still count
         result = PlaybookResult(status="error", rc=-1, failure=exc.message)
     facts_reports = result.host_reports.get(FACTS_TASK, {})
