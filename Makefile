@@ -7,6 +7,9 @@ ENV ?= lab
 VENV ?= $(CURDIR)/.venv
 TF_DIR := terraform/environments/$(ENV)
 INVENTORY := inventories/$(ENV)/hosts.yml
+# Every environment but the lab describes servers that exist already; the
+# operator's settings for it live here (git ignores it).
+TFVARS := $(TF_DIR)/terraform.tfvars
 ROLES ?= $(notdir $(wildcard roles/*))
 PYTEST_ARGS ?=
 # Molecule scenarios run side by side (scripts/molecule-roles.sh). One after
@@ -25,8 +28,12 @@ export ANSIBLE_FORCE_COLOR ?= 0
 export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: help
-help: ## List the targets
+help: ## List the targets and what each environment reads
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-21s %s\n", $$1, $$2}'
+	@printf '\nEnvironments (ENV, default lab) for provision, converge, destroy:\n'
+	@printf '  %-21s %s\n' \
+	  'ENV=lab' 'podman containers on this machine; reads no settings (terraform/environments/lab/variables.tf defaults)' \
+	  'ENV=existing' 'servers you rent already; reads terraform/environments/existing/terraform.tfvars (copy terraform.tfvars.example)'
 
 .PHONY: deps
 deps: ## Install host packages and the pinned virtual environment
@@ -37,7 +44,8 @@ image: deps ## Build the lab image (reused while its package list is unchanged)
 	@scripts/build-image.sh >/dev/null
 
 .PHONY: provision
-provision: image ## Build the lab (Terraform), write the inventory, configure it (site.yml)
+provision: $(if $(filter lab,$(ENV)),image,settings controller-deps) ## Build the lab (ENV=existing: check the settings) with Terraform, write the inventory, configure it (site.yml)
+ifeq ($(ENV),lab)
 	@image=$$(scripts/build-image.sh); \
 	terraform -chdir=$(TF_DIR) init -input=false >/dev/null; \
 	replace=$$(scripts/lab-drift.sh $(TF_DIR)); \
@@ -45,18 +53,45 @@ provision: image ## Build the lab (Terraform), write the inventory, configure it
 	@mailha inventory --terraform-dir $(TF_DIR) --output $(INVENTORY)
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	@scripts/lab-summary.sh $(INVENTORY)
+else
+	@terraform -chdir=$(TF_DIR) init -input=false >/dev/null
+	@terraform -chdir=$(TF_DIR) apply -input=false -auto-approve
+	@mailha inventory --terraform-dir $(TF_DIR) --output $(INVENTORY)
+	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
+endif
+
+# These fail in one line, before anything is installed, when ENV names no
+# environment or its terraform.tfvars is missing ($(error) expands only when
+# the recipe runs, so other targets never see it).
+.PHONY: known-env
+known-env:
+	$(if $(wildcard $(TF_DIR)/*.tf),,$(error ENV=$(ENV): $(TF_DIR) is no Terraform environment; the environments are $(notdir $(wildcard terraform/environments/*))))
+
+.PHONY: settings
+settings: known-env
+	$(if $(wildcard $(TFVARS)),,$(error ENV=$(ENV): $(TFVARS) is missing; copy terraform.tfvars.example to terraform.tfvars and fill it in))
+
+# What a control host of existing servers needs: no lab packages.
+.PHONY: controller-deps
+controller-deps:
+	@scripts/bootstrap-host.sh --controller $(VENV)
 
 .PHONY: converge
 converge: ## Run playbooks/site.yml against the existing inventory
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 .PHONY: destroy
-destroy: ## Remove everything the lab made (containers, network, Terraform state)
+destroy: $(if $(filter lab,$(ENV)),,known-env) ## Remove everything the lab made (containers, network, Terraform state); ENV=existing: only the state and inventory
+ifeq ($(ENV),lab)
 	@if [[ -d $(TF_DIR)/.terraform ]]; then \
 	  image=$$(scripts/build-image.sh --print-ref); \
 	  terraform -chdir=$(TF_DIR) destroy -input=false -auto-approve -var image=$$image; \
 	fi
 	@rm -f $(INVENTORY)
+else
+	@rm -f $(TF_DIR)/terraform.tfstate $(TF_DIR)/terraform.tfstate.backup $(INVENTORY)
+	@echo "destroy ENV=$(ENV): removed the Terraform state and $(INVENTORY); no server was touched (mailha never deletes servers it did not create)"
+endif
 
 .PHONY: lint
 lint: deps rules-test ## ruff, yamllint, ansible-lint (production profile), terraform fmt, alert rules

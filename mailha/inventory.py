@@ -69,6 +69,19 @@ def _in_zone(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
 
 
+def _ssh(contract: dict[str, Any], connection: str) -> None:
+    """The ssh login (user, port) is the same on every host; it exists exactly when the connection is ssh."""
+    if connection != "ssh":
+        if contract.get("ssh") is not None:
+            raise _fail("ssh", f"must be null with the {connection} connection")
+        return
+    ssh = _require(contract, "ssh", dict, "")
+    _named(ssh, "user", "ssh.", names.login_problem)
+    port = _require(ssh, "port", int, "ssh.")
+    if not 0 < port < 65536:
+        raise _fail("ssh.port", f"must be a TCP port (1-65535), not {port}")
+
+
 def validate(contract: Any) -> dict[str, Any]:
     """Check the contract's shape and rules; return it unchanged or raise BadInput.
 
@@ -82,6 +95,7 @@ def validate(contract: Any) -> dict[str, Any]:
     connection = _require(contract, "connection", str, "")
     if connection not in CONNECTIONS:
         raise _fail("connection", f"must be one of {', '.join(CONNECTIONS)}, not {names.shown(connection)}")
+    _ssh(contract, connection)
     network = _require(contract, "network", dict, "")
     cidr = _require(network, "cidr", str, "network.")
     try:
@@ -168,11 +182,15 @@ def build(contract: Any) -> dict[str, Any]:
         "mailha_load_balancer_address": balancer["address"],
         "mailha_load_balancer_ports": list(balancer["ports"]),
     }
+    # The login goes with each host, not into `all`: a control host added by a
+    # second inventory (inventories/lab/control.yml) must not inherit it.
+    login = _ssh_vars(contract["ssh"]) if contract["connection"] == "ssh" else {}
     children: dict[str, dict[str, Any]] = {}
     for name in sorted(contract["hosts"]):
         host = contract["hosts"][name]
         host_vars = {
             "ansible_host": host["target"],
+            **login,
             "mailha_address": host["address"],
             "mailha_fqdn": host["fqdn"],
         }
@@ -182,6 +200,16 @@ def build(contract: Any) -> dict[str, Any]:
         for group in host["groups"]:
             children.setdefault(group, {"hosts": {}})["hosts"][name] = host_vars
     return {"all": {"vars": all_vars, "children": dict(sorted(children.items()))}}
+
+
+def _ssh_vars(ssh: dict[str, Any]) -> dict[str, Any]:
+    """Ansible's login variables. A user other than root becomes root (the roles
+    install packages and write /etc), by Ansible's default method, sudo, unless
+    group_vars set ansible_become_method."""
+    login: dict[str, Any] = {"ansible_user": ssh["user"], "ansible_port": ssh["port"]}
+    if ssh["user"] != "root":
+        login["ansible_become"] = True
+    return login
 
 
 def render(inventory: dict[str, Any]) -> str:

@@ -19,10 +19,13 @@ ENVIRONMENT = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # A podman container name, or a host name or address ssh connects to.
 TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+# The login name ssh uses (useradd's default NAME_REGEX, bounded).
+LOGIN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 ENVIRONMENT_RULE = "1 to 32 of a-z, 0-9, '_' and '-', starting with a letter"
 HOST_NAME_RULE = "a DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
 DNS_NAME_RULE = "a DNS name of lower-case labels joined by '.', without a trailing dot"
+LOGIN_RULE = "a login name: 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or '_'"
 TARGET_RULE = (
     "a container or host name (letters, digits, '_', '.', '-'; starting with a letter or digit) or an IP address"
 )
@@ -70,6 +73,12 @@ def address_problem(value: object) -> str | None:
         except ValueError:
             pass
     return "must be an IP address"
+
+
+def login_problem(value: object) -> str | None:
+    if isinstance(value, str) and LOGIN.fullmatch(value):
+        return None
+    return f"must be {LOGIN_RULE}"
 
 
 def target_problem(value: object) -> str | None:

@@ -5,13 +5,23 @@
 # pinned Python packages (requirements.lock), rebuilt when the lock changes,
 # and promtool in the environment's bin (for `make rules-test`).
 #
-# Usage: scripts/bootstrap-host.sh [VENV_DIR]
+# With --controller, only what the control host of servers that exist
+# already needs (make provision ENV=existing): make, Terraform, the virtual
+# environment; no lab packages and no promtool.
+#
+# Usage: scripts/bootstrap-host.sh [--controller] [VENV_DIR]
 # Exit codes: 0 ready, 1 something could not be installed.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+controller_only=false
+if [[ ${1:-} == --controller ]]; then
+  controller_only=true
+  shift
+fi
 venv=${1:-$repo_root/.venv}
 apt_packages=(podman runc debootstrap iptables make)
+$controller_only && apt_packages=(make)
 
 missing=()
 for package in "${apt_packages[@]}"; do
@@ -28,7 +38,7 @@ if ((${#missing[@]} > 0)); then
 fi
 
 if ! command -v terraform >/dev/null; then
-  echo "bootstrap: terraform is not on PATH; install Terraform >= 1.6 (the lab needs no provider download)" >&2
+  echo "bootstrap: terraform is not on PATH; install Terraform >= 1.6 (>= 1.9 for ENV=existing; no provider download is needed)" >&2
   exit 1
 fi
 
@@ -72,4 +82,4 @@ if [[ ! -x $venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
   "$venv/bin/pip" install -q --no-deps -e "$repo_root" >&2
   echo "$want" > "$stamp"
 fi
-install_promtool
+$controller_only || install_promtool

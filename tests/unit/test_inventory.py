@@ -95,8 +95,32 @@ def test_global_vars_come_from_the_contract():
 
 
 def test_ssh_connection_for_cloud_environments():
-    inv = inventory.build(contract(connection="ssh"))
+    inv = inventory.build(contract(connection="ssh", ssh={"user": "admin", "port": 2222}))
     assert inv["all"]["vars"]["ansible_connection"] == "ansible.builtin.ssh"
+
+
+def test_ssh_hosts_carry_their_login_and_become_root():
+    inv = inventory.build(contract(connection="ssh", ssh={"user": "admin", "port": 2222}))
+    for group in inv["all"]["children"].values():
+        for host in group["hosts"].values():
+            assert host["ansible_user"] == "admin"
+            assert host["ansible_port"] == 2222
+            assert host["ansible_become"] is True
+    # Not in `all`: a control host from a second inventory keeps its own login.
+    assert "ansible_user" not in inv["all"]["vars"]
+    assert "ansible_become" not in inv["all"]["vars"]
+
+
+def test_root_over_ssh_needs_no_become():
+    inv = inventory.build(contract(connection="ssh", ssh={"user": "root", "port": 22}))
+    mx1 = inv["all"]["children"]["mail"]["hosts"]["mx1"]
+    assert mx1["ansible_user"] == "root" and mx1["ansible_port"] == 22
+    assert "ansible_become" not in mx1
+
+
+def test_podman_hosts_have_no_ssh_login():
+    mx1 = inventory.build(CONTRACT)["all"]["children"]["mail"]["hosts"]["mx1"]
+    assert not {"ansible_user", "ansible_port", "ansible_become"} & set(mx1)
 
 
 @pytest.mark.parametrize(
@@ -117,6 +141,12 @@ def test_ssh_connection_for_cloud_environments():
         ({"load_balancer__ports": []}, "load_balancer.ports must be a non-empty list"),
         ({"hosts": {}}, "hosts is empty"),
         ({"hosts__mx1": "mailha-mx1"}, "hosts.mx1. must be an object"),
+        ({"connection": "ssh"}, "output contract: ssh is missing"),
+        ({"connection": "ssh", "ssh": {"port": 22}}, "ssh.user is missing"),
+        ({"connection": "ssh", "ssh": {"user": "admin;id", "port": 22}}, "ssh.user is 'admin;id'; it must be a login"),
+        ({"connection": "ssh", "ssh": {"user": "admin", "port": 0}}, "ssh.port must be a TCP port (1-65535), not 0"),
+        ({"connection": "ssh", "ssh": {"user": "admin", "port": "22"}}, "ssh.port must be of type int"),
+        ({"ssh": {"user": "root", "port": 22}}, "ssh must be null with the podman connection"),
     ],
 )
 def test_malformed_contracts_name_the_field(changes, message):

@@ -7,6 +7,7 @@ locals {
   contract = {
     environment   = var.environment
     connection    = var.connection
+    ssh           = var.ssh
     network       = var.network
     floating_ip   = var.floating_ip
     dns           = var.dns

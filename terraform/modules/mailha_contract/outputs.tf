@@ -9,6 +9,11 @@ output "contract" {
   }
 
   precondition {
+    condition     = (var.connection == "ssh") == (var.ssh != null)
+    error_message = "ssh (user and port) must be set with connection \"ssh\" and null with \"podman\"."
+  }
+
+  precondition {
     condition     = contains(keys(var.hosts), var.load_balancer.host)
     error_message = "load_balancer.host ${var.load_balancer.host} must be one of the hosts."
   }

@@ -18,6 +18,25 @@ variable "connection" {
   }
 }
 
+variable "ssh" {
+  description = "How Ansible logs in over ssh: user and port, the same on every host. Required with connection ssh, null with podman."
+  type = object({
+    user = string
+    port = number
+  })
+  default = null
+
+  validation {
+    condition     = var.ssh == null ? true : can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh.user))
+    error_message = "ssh.user must be a login name: 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or '_'."
+  }
+
+  validation {
+    condition     = var.ssh == null ? true : var.ssh.port == floor(var.ssh.port) && var.ssh.port >= 1 && var.ssh.port <= 65535
+    error_message = "ssh.port must be a TCP port (1-65535)."
+  }
+}
+
 variable "network" {
   description = "The hosts' network: its CIDR and the controller's gateway address on it."
   type = object({

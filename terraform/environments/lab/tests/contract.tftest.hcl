@@ -65,6 +65,11 @@ run "the_contract_module_accepts_the_lab" {
     condition     = output.contract.environment == "lab" && output.primary == "mx1"
     error_message = "a valid contract must pass through unchanged"
   }
+
+  assert {
+    condition     = output.contract.ssh == null
+    error_message = "the podman connection carries no ssh settings"
+  }
 }
 
 run "rejects_an_environment_that_leaves_its_directory" {
@@ -579,4 +584,92 @@ run "rejects_a_floating_ip_that_is_a_host_address" {
   }
 
   expect_failures = [output.contract]
+}
+
+run "accepts_ssh_with_its_user_and_port" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    connection = "ssh"
+    ssh = {
+      user = "admin"
+      port = 2222
+    }
+  }
+
+  assert {
+    condition     = output.contract.ssh.user == "admin" && output.contract.ssh.port == 2222
+    error_message = "the ssh settings must pass through to the contract"
+  }
+}
+
+run "rejects_ssh_without_its_settings" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    connection = "ssh"
+  }
+
+  expect_failures = [output.contract]
+}
+
+run "rejects_ssh_settings_with_podman" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    ssh = {
+      user = "root"
+      port = 22
+    }
+  }
+
+  expect_failures = [output.contract]
+}
+
+run "rejects_an_ssh_user_with_shell_characters" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    connection = "ssh"
+    ssh = {
+      user = "admin;id"
+      port = 22
+    }
+  }
+
+  expect_failures = [var.ssh]
+}
+
+run "rejects_an_ssh_port_out_of_range" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    connection = "ssh"
+    ssh = {
+      user = "admin"
+      port = 0
+    }
+  }
+
+  expect_failures = [var.ssh]
 }

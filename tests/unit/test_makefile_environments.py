@@ -1,0 +1,93 @@
+"""What `make provision` and `make destroy` do per ENV, read with `make -n`
+(nothing runs) in a copy of the Makefile beside stand-in environments."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_ONLY = ("build-image.sh", "lab-drift.sh", "-var image=", "lab-summary.sh")
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("make is not on PATH")
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    for env in ("lab", "existing"):
+        directory = tmp_path / "terraform" / "environments" / env
+        directory.mkdir(parents=True)
+        (directory / "main.tf").write_text("")
+    return tmp_path
+
+
+def make(checkout: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", *args], cwd=checkout, capture_output=True, text=True, check=False)
+
+
+def test_existing_without_tfvars_says_what_to_do_in_one_line(checkout):
+    for args in (("provision", "ENV=existing"), ("-n", "provision", "ENV=existing")):
+        result = make(checkout, *args)
+        assert result.returncode == 2
+        errors = result.stderr.strip().splitlines()
+        assert len(errors) == 1, result.stderr
+        assert "terraform/environments/existing/terraform.tfvars is missing" in errors[0]
+        assert "copy terraform.tfvars.example to terraform.tfvars and fill it in" in errors[0]
+        assert result.stdout.strip() == ""  # nothing ran, not even the bootstrap
+
+
+def test_an_unknown_environment_is_refused(checkout):
+    result = make(checkout, "-n", "provision", "ENV=cloud")
+    assert result.returncode == 2
+    assert "ENV=cloud: terraform/environments/cloud is no Terraform environment" in result.stderr
+    assert "the environments are existing lab" in result.stderr
+
+
+def test_existing_provision_runs_terraform_inventory_and_site_only(checkout):
+    (checkout / "terraform/environments/existing/terraform.tfvars").write_text("")
+    result = make(checkout, "-n", "provision", "ENV=existing")
+    assert result.returncode == 0, result.stderr
+    steps = result.stdout.splitlines()
+    assert steps[0].startswith("scripts/bootstrap-host.sh --controller ")
+    assert steps[1:] == [
+        "terraform -chdir=terraform/environments/existing init -input=false >/dev/null",
+        "terraform -chdir=terraform/environments/existing apply -input=false -auto-approve",
+        "mailha inventory --terraform-dir terraform/environments/existing --output inventories/existing/hosts.yml",
+        "ansible-playbook -i inventories/existing/hosts.yml playbooks/site.yml",
+    ]
+    assert not any(lab in result.stdout for lab in LAB_ONLY)
+
+
+def test_lab_provision_keeps_its_lab_steps(checkout):
+    result = make(checkout, "-n", "provision")
+    assert result.returncode == 0, result.stderr
+    for lab in LAB_ONLY:
+        assert lab in result.stdout
+    assert "ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml" in result.stdout
+
+
+def test_existing_destroy_forgets_state_and_inventory_only(checkout):
+    env = checkout / "terraform/environments/existing"
+    for name in ("terraform.tfstate", "terraform.tfstate.backup", "terraform.tfvars"):
+        (env / name).write_text("{}")
+    inventory = checkout / "inventories/existing/hosts.yml"
+    inventory.parent.mkdir(parents=True)
+    inventory.write_text("all: {}\n")
+    result = make(checkout, "destroy", "ENV=existing")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "destroy ENV=existing: removed the Terraform state and inventories/existing/hosts.yml; "
+        "no server was touched (mailha never deletes servers it did not create)"
+    ]
+    assert not (env / "terraform.tfstate").exists() and not (env / "terraform.tfstate.backup").exists()
+    assert not inventory.exists()
+    assert (env / "terraform.tfvars").exists()  # the operator's settings stay
+
+
+def test_help_names_what_each_environment_reads(checkout):
+    result = make(checkout, "help")
+    assert result.returncode == 0
+    assert "ENV=lab" in result.stdout
+    assert "ENV=existing" in result.stdout and "terraform/environments/existing/terraform.tfvars" in result.stdout
