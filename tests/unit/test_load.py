@@ -22,8 +22,10 @@ def test_sessions_share_one_budget_and_reuse_their_connections(smtp_server):
     result = SessionLoad(target, sessions=4, messages=40, size=2048, max_seconds=30).run()
     assert len(result.accepted) == 40 == smtp_server.received
     assert len({a.message_id for a in result.accepted}) == 40
-    # Message after message on each session: 4 connections took all 40.
-    assert len(smtp_server.per_connection) == 4
+    # Message after message on each session: at most 4 connections took all
+    # 40 (a session that starts late on a loaded machine may find the budget
+    # spent and open none).
+    assert 1 <= len(smtp_server.per_connection) <= 4
     assert sum(smtp_server.per_connection.values()) == 40
     assert result.accepted_per_second > 0
     assert result.started <= result.accepted[0].at <= result.finished
