@@ -50,13 +50,13 @@ ifeq ($(ENV),lab)
 	terraform -chdir=$(TF_DIR) init -input=false >/dev/null; \
 	replace=$$(scripts/lab-drift.sh $(TF_DIR)); \
 	terraform -chdir=$(TF_DIR) apply -input=false -auto-approve -var image=$$image $$replace
-	@mailha inventory --terraform-dir $(TF_DIR) --output $(INVENTORY)
+	@mailha inventory --terraform-dir $(TF_DIR) --inventory $(INVENTORY)
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	@scripts/lab-summary.sh $(INVENTORY)
 else
 	@terraform -chdir=$(TF_DIR) init -input=false >/dev/null
 	@terraform -chdir=$(TF_DIR) apply -input=false -auto-approve
-	@mailha inventory --terraform-dir $(TF_DIR) --output $(INVENTORY)
+	@mailha inventory --terraform-dir $(TF_DIR) --inventory $(INVENTORY)
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 endif
 

@@ -25,7 +25,7 @@ from mailha import status as status_mod
 from mailha import switch as switch_mod
 from mailha import watch as watch_mod
 from mailha.audit import AuditLog, check_directory, switch_lock
-from mailha.errors import EXIT_FAILED, BadInput, MailhaError
+from mailha.errors import EXIT_FAILED, EXIT_STATUS_UNKNOWN, BadInput, MailhaError
 
 CONTRACT_OUTPUT = "mailha"
 DEFAULT_INVENTORY = Path("inventories/lab/hosts.yml")
@@ -64,7 +64,8 @@ def main() -> None:
     """Keep an email-marketing sending pair up: status, failover, failback, drills.
 
     Exit codes: 0 success, 1 the operation failed, 2 bad input (nothing changed),
-    3 a drill breached a target, 4 a switch refused by its preflight (nothing changed).
+    3 a drill breached a target (status: the inventory cannot be read), 4 a switch
+    refused by its preflight (nothing changed).
     """
 
 
@@ -81,14 +82,23 @@ def main() -> None:
     help="Read the output contract from a JSON file instead (as 'terraform output -json mailha' prints it).",
 )
 @click.option(
-    "--output",
+    "-i",
+    "--inventory",
     "output_path",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Inventory file to write, e.g. inventories/lab/hosts.yml.",
+    default=DEFAULT_INVENTORY,
+    envvar="MAILHA_INVENTORY",
+    show_default=True,
+    help="Inventory file to write, the one the other commands read (env MAILHA_INVENTORY).",
 )
-def inventory_command(terraform_dir: Path | None, contract_file: Path | None, output_path: Path) -> None:
+@click.option("--output", "old_output", hidden=True)
+def inventory_command(
+    terraform_dir: Path | None, contract_file: Path | None, output_path: Path, old_output: str | None
+) -> None:
     """Write an Ansible inventory from an environment's output contract."""
+    if old_output is not None:
+        # --output is the output format everywhere else (-o table|json).
+        raise BadInput(f"--output names the output format; write the inventory with --inventory {old_output}")
     if (terraform_dir is None) == (contract_file is None):
         raise BadInput("give exactly one of --terraform-dir or --from-json")
     if contract_file is not None:
@@ -124,12 +134,16 @@ def status_command(inventory_path: Path, output_format: str, watch_interval: flo
     reports them ("-" otherwise).
 
     Exit code: 0 healthy, 1 degraded, 2 critical (split brain, no active node,
-    a standby in FAULT, an active node whose MTA does not answer). With
-    --watch: 0 when ended with Ctrl-C; with --count, the last round's.
+    a standby in FAULT, an active node whose MTA does not answer), 3 unknown:
+    the inventory cannot be read. With --watch: 0 when ended with Ctrl-C;
+    with --count, the last round's.
     """
     if count is not None and watch_interval is None:
         raise BadInput("--count needs --watch")
-    pair = pair_mod.load(inventory_path)
+    try:
+        pair = pair_mod.load(inventory_path)
+    except MailhaError as exc:
+        raise MailhaError(exc.message, exit_code=EXIT_STATUS_UNKNOWN) from None
     if watch_interval is not None:
         raise SystemExit(
             watch_mod.watch(

@@ -8,7 +8,11 @@ import click
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-# 3: a drill breached a target (mailha drill).
+# 3: a drill breached a target (mailha drill); for mailha status, the state
+# of the pair is unknown because its inventory cannot be read (as a
+# monitoring plugin's UNKNOWN): 2 is a critical pair there, and a check must
+# not page "critical" for a typo in its inventory path.
+EXIT_STATUS_UNKNOWN = 3
 # A failover or failback refused because a preflight check of its target
 # failed; nothing was changed, and --skip-preflight would switch anyway.
 EXIT_PREFLIGHT_REFUSED = 4

@@ -46,6 +46,11 @@ def nothing_reaches_a_pair(monkeypatch):
         monkeypatch.setattr(probes, probe, refuse)
 
 
+def code_for(command: list[str]) -> int:
+    """Bad input exits 2, except for status, where 2 is a critical pair: 3, unknown."""
+    return 3 if command[0] == "status" else 2
+
+
 def one_line_error(result, code=2) -> str:
     """The CLI ended with its own one-line error, not an exception it did not expect."""
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
@@ -122,7 +127,9 @@ def test_contract_names_are_refused_in_one_line_and_nothing_is_written(tmp_path,
     source = tmp_path / "contract.json"
     source.write_text(json.dumps(data))
     target = tmp_path / "hosts.yml"
-    line = one_line_error(CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)]))
+    line = one_line_error(
+        CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--inventory", str(target)])
+    )
     assert expected in line
     assert line.startswith("Error: output contract: ")
     assert not target.exists()
@@ -149,7 +156,9 @@ def test_contract_files_that_are_not_a_contract(tmp_path, content, expected):
     source = tmp_path / "contract.json"
     source.write_bytes(content)
     target = tmp_path / "hosts.yml"
-    line = one_line_error(CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)]))
+    line = one_line_error(
+        CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--inventory", str(target)])
+    )
     assert expected in line
     assert not target.exists()
 
@@ -160,7 +169,9 @@ def test_inventory_output_below_a_regular_file(tmp_path):
     blocker = tmp_path / "inventories"
     blocker.write_text("a file, not a directory\n")
     target = blocker / "lab" / "hosts.yml"
-    line = one_line_error(CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)]))
+    line = one_line_error(
+        CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--inventory", str(target)])
+    )
     assert f"cannot write inventory {target}" in line
 
 
@@ -447,7 +458,7 @@ def test_a_state_directory_below_a_regular_file_is_one_line(tmp_path, monkeypatc
     blocker = tmp_path / "somefile"
     blocker.write_text("not a directory\n")
     monkeypatch.setenv("MAILHA_STATE_DIR", str(blocker / "state"))
-    line = one_line_error(CliRunner().invoke(main, [*command, "-i", str(inventory_path)]))
+    line = one_line_error(CliRunner().invoke(main, [*command, "-i", str(inventory_path)]), code=code_for(command))
     assert line == (
         f"Error: state directory {blocker / 'state'} cannot be used: {blocker} is not a directory; "
         "set MAILHA_STATE_DIR to a directory"
@@ -535,7 +546,7 @@ def _mail(data):
 def test_hand_edited_inventories_are_one_line(inventory_path, edit, expected):
     _edit_inventory(inventory_path, edit)
     for command in (["status"], ["history"], ["failover", "--yes"], ["queue", "handover", "--node", "mx1"]):
-        line = one_line_error(CliRunner().invoke(main, [*command, "-i", str(inventory_path)]))
+        line = one_line_error(CliRunner().invoke(main, [*command, "-i", str(inventory_path)]), code=code_for(command))
         assert expected in line
 
 
@@ -550,7 +561,7 @@ def test_hand_edited_inventories_are_one_line(inventory_path, edit, expected):
 def test_inventory_files_that_are_no_inventory(tmp_path, content, expected):
     path = tmp_path / "hosts.yml"
     path.write_bytes(content)
-    assert expected in one_line_error(CliRunner().invoke(main, ["status", "-i", str(path)]))
+    assert expected in one_line_error(CliRunner().invoke(main, ["status", "-i", str(path)]), code=3)
 
 
 def test_inventory_that_is_a_directory(tmp_path):
@@ -564,7 +575,9 @@ def test_inventory_that_is_a_directory(tmp_path):
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
 def test_inventory_that_cannot_be_read(inventory_path):
     inventory_path.chmod(0)
-    assert "cannot read inventory" in one_line_error(CliRunner().invoke(main, ["status", "-i", str(inventory_path)]))
+    assert "cannot read inventory" in one_line_error(
+        CliRunner().invoke(main, ["status", "-i", str(inventory_path)]), code=3
+    )
 
 
 @pytest.mark.parametrize(
@@ -587,16 +600,18 @@ def test_inventory_that_cannot_be_read(inventory_path):
 )
 def test_group_vars_of_the_wrong_type_or_range_are_one_line(inventory_path, settings, expected):
     (inventory_path.parent / "group_vars" / "all" / "mailha.yml").write_text(settings)
-    assert expected in one_line_error(CliRunner().invoke(main, ["status", "-i", str(inventory_path)]))
+    assert expected in one_line_error(CliRunner().invoke(main, ["status", "-i", str(inventory_path)]), code=3)
 
 
 def test_group_vars_that_are_not_utf8_or_a_directory(inventory_path):
     settings = inventory_path.parent / "group_vars" / "all" / "mailha.yml"
     settings.write_bytes(b"mailha_agent_port: \xff\n")
-    assert "is not UTF-8 text" in one_line_error(CliRunner().invoke(main, ["status", "-i", str(inventory_path)]))
+    assert "is not UTF-8 text" in one_line_error(
+        CliRunner().invoke(main, ["status", "-i", str(inventory_path)]), code=3
+    )
     settings.unlink()
     settings.mkdir()
-    assert "Is a directory" in one_line_error(CliRunner().invoke(main, ["status", "-i", str(inventory_path)]))
+    assert "Is a directory" in one_line_error(CliRunner().invoke(main, ["status", "-i", str(inventory_path)]), code=3)
 
 
 @pytest.mark.parametrize("node", ["mx9", "mx1; rm -rf /", "../mx1", ""])

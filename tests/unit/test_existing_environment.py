@@ -58,7 +58,7 @@ def applied(tmp_path):
 
 def test_example_settings_become_an_ssh_inventory(applied, tmp_path):
     output = tmp_path / "hosts.yml"
-    result = CliRunner().invoke(main, ["inventory", "--terraform-dir", str(applied), "--output", str(output)])
+    result = CliRunner().invoke(main, ["inventory", "--terraform-dir", str(applied), "--inventory", str(output)])
     assert result.exit_code == 0, result.output
     assert "written" in result.output
 

@@ -185,11 +185,11 @@ def test_cli_writes_inventory_from_json(tmp_path):
     source.write_text(json.dumps(CONTRACT))
     target = tmp_path / "hosts.yml"
     runner = CliRunner()
-    result = runner.invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)])
+    result = runner.invoke(main, ["inventory", "--from-json", str(source), "--inventory", str(target)])
     assert result.exit_code == 0, result.output
     assert "written" in result.output
     assert yaml.safe_load(target.read_text())["all"]["vars"]["mailha_floating_ip"] == "10.213.0.100"
-    again = runner.invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)])
+    again = runner.invoke(main, ["inventory", "--from-json", str(source), "--inventory", str(target)])
     assert again.exit_code == 0 and "unchanged" in again.output
 
 
@@ -204,7 +204,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path, content, message)
     source = tmp_path / "contract.json"
     source.write_text(content)
     target = tmp_path / "hosts.yml"
-    result = CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--output", str(target)])
+    result = CliRunner().invoke(main, ["inventory", "--from-json", str(source), "--inventory", str(target)])
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
@@ -213,14 +213,24 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path, content, message)
 
 
 def test_cli_needs_exactly_one_source(tmp_path):
-    result = CliRunner().invoke(main, ["inventory", "--output", str(tmp_path / "h.yml")])
+    result = CliRunner().invoke(main, ["inventory", "--inventory", str(tmp_path / "h.yml")])
     assert result.exit_code == 2
     assert "exactly one of --terraform-dir or --from-json" in result.output
 
 
 def test_cli_terraform_dir_without_state(tmp_path):
     result = CliRunner().invoke(
-        main, ["inventory", "--terraform-dir", str(tmp_path), "--output", str(tmp_path / "h.yml")]
+        main, ["inventory", "--terraform-dir", str(tmp_path), "--inventory", str(tmp_path / "h.yml")]
     )
     assert result.exit_code == 2
     assert "has no Terraform state; run 'make provision'" in result.output
+
+
+def test_output_is_the_format_everywhere_so_inventory_writes_with_inventory(tmp_path):
+    target = tmp_path / "h.yml"
+    result = CliRunner().invoke(main, ["inventory", "--from-json", str(tmp_path / "c.json"), "--output", str(target)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"Error: --output names the output format; write the inventory with --inventory {target}"
+    ]
+    assert not target.exists()

@@ -54,7 +54,7 @@ def test_existing_provision_runs_terraform_inventory_and_site_only(checkout):
     assert steps[1:] == [
         "terraform -chdir=terraform/environments/existing init -input=false >/dev/null",
         "terraform -chdir=terraform/environments/existing apply -input=false -auto-approve",
-        "mailha inventory --terraform-dir terraform/environments/existing --output inventories/existing/hosts.yml",
+        "mailha inventory --terraform-dir terraform/environments/existing --inventory inventories/existing/hosts.yml",
         "ansible-playbook -i inventories/existing/hosts.yml playbooks/site.yml",
     ]
     assert not any(lab in result.stdout for lab in LAB_ONLY)
