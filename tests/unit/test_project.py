@@ -9,7 +9,9 @@ import pytest
 from mailha import project
 from mailha.errors import BadInput
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+# The checkout the imported package lives in (a worktree's tests may import
+# the package of the checkout the virtual environment was installed from).
+CHECKOUT = Path(project.__file__).resolve().parents[1]
 
 
 def test_the_playbooks_come_from_the_checkout_the_package_is_in(monkeypatch):
