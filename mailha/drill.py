@@ -8,6 +8,10 @@
 4. Restore the failed relay, hand its queue over, fail back, wait for empty queues.
 5. Reconcile by Message-ID at the recipient side: lost, duplicated, DKIM of the standby's mail.
 6. Steady state again. Report (report.json, report.html), audit record, SLO verdict.
+
+This module orchestrates; the faults are mailha.faults (one class per
+scenario, asked by name), the sampling and the timeline mailha.drill_sampler,
+the DKIM check mailha.drill_dkim, the report mailha.drill_report.
 """
 
 from __future__ import annotations
