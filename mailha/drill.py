@@ -8,11 +8,14 @@
 4. Restore the failed relay, hand its queue over, fail back, wait for empty queues.
 5. Reconcile by Message-ID at the recipient side: lost, duplicated, DKIM of the standby's mail.
 6. Steady state again. Report (report.json, report.html), audit record, SLO verdict.
+
+This module orchestrates; the faults are mailha.faults (one class per
+scenario, asked by name), the sampling and the timeline mailha.drill_sampler,
+the DKIM check mailha.drill_dkim, the report mailha.drill_report.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,30 +23,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dkim
-
-from mailha import drill_report, events, probes
+from mailha import drill_dkim, drill_report, events, faults, probes
 from mailha import status as status_mod
 from mailha import switch as switch_mod
 from mailha.audit import AuditLog, Record, Step, now_iso
+from mailha.drill_sampler import Sampler, timeline_events, vrrp_entries
 from mailha.errors import MailhaError
-from mailha.lab import MASTER_PROCESS, PodmanHosts, RecipientSide, recipient_side
+from mailha.faults import MANUAL_FAILOVER, Fault
+from mailha.lab import PodmanHosts, RecipientSide, recipient_side
 from mailha.node import vrrp
 from mailha.pair import Pair
 from mailha.traffic import Target, TrafficGenerator, build_message, message_id, new_run_id, submit
 
-SCENARIOS = ("mta-crash", "host-down", "network-partition", "keepalived-crash", "vrrp-blocked", "manual-failover")
-# vrrp-blocked: VRRP alone is dropped both ways on the active relay (an
-# nftables table of the drill's own, ahead of the host firewall); everything
-# else still flows. Both relays turn MASTER until the pair settles it.
-VRRP_BLOCK_TABLE = "mailha_drill"
-VRRP_BLOCK = (
-    f"add table inet {VRRP_BLOCK_TABLE}; "
-    f"add chain inet {VRRP_BLOCK_TABLE} input {{ type filter hook input priority -50; }}; "
-    f"add rule inet {VRRP_BLOCK_TABLE} input meta l4proto vrrp drop; "
-    f"add chain inet {VRRP_BLOCK_TABLE} output {{ type filter hook output priority -50; }}; "
-    f"add rule inet {VRRP_BLOCK_TABLE} output meta l4proto vrrp drop"
-)
+# Every scenario (mailha.faults lists them): the CLI's choices and the benchmarks read them from here.
+SCENARIOS = faults.SCENARIOS
+
 DEFAULT_SLOS = {"max_outage_seconds": 2.0, "max_lost": 0, "max_duplicated": 0}
 # Upper bound on the traffic of a manual-failover drill beyond --duration.
 SWITCH_BUDGET = 300.0
@@ -64,66 +58,18 @@ class DrillSettings:
     settle_timeout: float = 180.0
 
 
-class Sampler(threading.Thread):
-    """Poll who holds the floating IP and what the load balancer sends to, every 0.2 s."""
-
-    def __init__(self, pair: Pair, interval: float = 0.2):
-        super().__init__(name="drill-sampler", daemon=True)
-        self.pair = pair
-        self.interval = interval
-        self.stop_event = threading.Event()
-        self.holders: list[tuple[float, str | None]] = []
-        self.balancer: list[tuple[float, dict[str, str]]] = []
-        port = pair.settings["mailha_agent_port"]
-        self.urls = {n: f"http://{node.address}:{port}/status" for n, node in pair.nodes.items()}
-        lb = pair.balancer.get("mailha_address")
-        self.stats_url = f"http://{lb}:{pair.settings['mailha_haproxy_stats_port']}/;csv"
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            now = time.time()
-            held = []
-            for name, url in self.urls.items():
-                code, document = probes.http_json(url, timeout=0.3)
-                if code == 200 and isinstance(document, dict) and document.get("holds_floating_ip"):
-                    held.append(name)
-            holder = held[0] if len(held) == 1 else ("split" if held else None)
-            self.holders.append((now, holder))
-            servers = probes.haproxy_servers(self.stats_url, timeout=0.3)
-            if isinstance(servers, dict):
-                self.balancer.append((now, servers))
-            self.stop_event.wait(max(0.0, self.interval - (time.time() - now)))
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=5)
-
-    def first_balancer_leave(self, after: float, failed: str) -> float | None:
-        """When the load balancer first showed the failed relay's server not
-        UP (its check saw the fault): it sends no new session there since."""
-        for at, servers in self.balancer:
-            if at >= after and failed in servers and not str(servers[failed]).startswith("UP"):
-                return at
-        return None
-
-    def first_balancer_switch(self, after: float, to: str) -> float | None:
-        for at, servers in self.balancer:
-            if at >= after and str(servers.get(to, "")).startswith("UP"):
-                # The relays' own servers only: their backups are up all along.
-                others = [n for n in self.pair.nodes if n != to and str(servers.get(n, "")).startswith("UP")]
-                if not others:
-                    return at
-        return None
-
-
 class Drill:
     def __init__(self, pair: Pair, settings: DrillSettings, echo: Callable[[str], None]):
-        if settings.scenario not in SCENARIOS:
-            raise MailhaError(f"unknown scenario {settings.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        faults.check_scenario(settings.scenario)
         self.pair = pair
         self.settings = settings
         self.echo = echo
         self.hosts = PodmanHosts(pair)
+        # A host fault, or None for manual-failover: a planned switch, which
+        # leaves no host to restore (the failback brings the pair back).
+        self.fault: Fault | None = (
+            None if settings.scenario == MANUAL_FAILOVER else faults.fault_for(settings.scenario, self.hosts)
+        )
         self.sink: RecipientSide = recipient_side(pair, self.hosts)
         self.events: list[dict[str, Any]] = []
         self.steps: list[Step] = []
@@ -172,32 +118,15 @@ class Drill:
         return topology
 
     def vrrp_log(self, target: str) -> list[tuple[float, str]]:
-        """(epoch seconds, state) of the last 200 transitions the relay logged
-        (mailha.node.vrrp reads the notify script's line format)."""
-        out = self.hosts.exec(target, "tail", "-n", "200", vrrp.LOG_FILE, check=False).stdout
-        entries = []
-        for transition in vrrp.parse_transitions(out):
-            at = transition.timestamp()
-            if at is not None:
-                entries.append((at, transition.state))
-        return entries
+        """(epoch seconds, state) of the last 200 transitions the relay logged."""
+        return vrrp_entries(self.hosts.exec(target, "tail", "-n", "200", vrrp.LOG_FILE, check=False).stdout)
 
     # -- faults ----------------------------------------------------------
     def inject(self, active: str) -> None:
-        target = self.hosts.targets[active]
-        scenario = self.settings.scenario
         self.event("fault_injected")
-        if scenario == "mta-crash":
-            self.hosts.exec(target, "pkill", "-9", "-f", MASTER_PROCESS)
-        elif scenario == "host-down":
-            self.hosts.podman("stop", "-t", "0", target)
-        elif scenario == "network-partition":
-            self.hosts.link(target, up=False)
-        elif scenario == "keepalived-crash":
-            self.hosts.exec(target, "pkill", "-9", "-x", "keepalived")
-        elif scenario == "vrrp-blocked":
-            self.hosts.exec(target, "nft", VRRP_BLOCK)
-        elif scenario == "manual-failover":
+        if self.fault is not None:
+            self.fault.inject(self.hosts.targets[active])
+        else:
             switch_mod.run_switch(
                 self.pair,
                 "failover",
@@ -212,19 +141,8 @@ class Drill:
         self.event("fault_in_place")
 
     def restore(self, failed: str) -> None:
-        target = self.hosts.targets[failed]
-        scenario = self.settings.scenario
-        if scenario == "mta-crash":
-            self.hosts.exec(target, "systemctl", "restart", "postfix@-.service")
-        elif scenario == "host-down":
-            self.hosts.podman("start", target)
-            self.wait(lambda: self.hosts.booted(target), 120, f"{failed} to boot")
-        elif scenario == "network-partition":
-            self.hosts.link(target, up=True)
-        elif scenario == "keepalived-crash":
-            self.hosts.exec(target, "systemctl", "restart", "keepalived")
-        elif scenario == "vrrp-blocked":
-            self.hosts.exec(target, "nft", f"delete table inet {VRRP_BLOCK_TABLE}")
+        if self.fault is not None:
+            self.fault.restore(self.hosts.targets[failed], self.wait, failed)
         self.event("restored")
 
     def claimed_after(self, name: str, since: float) -> bool:
@@ -253,13 +171,7 @@ class Drill:
         try:
             self.step(f"restore {failed}", lambda: self.restore(failed))
         except MailhaError as exc:
-            left = {
-                "mta-crash": f"start Postfix on {failed} (systemctl restart postfix@-.service)",
-                "host-down": f"start the host {failed}",
-                "network-partition": f"bring the network link of {failed} up",
-                "keepalived-crash": f"start keepalived on {failed}",
-                "vrrp-blocked": f"nft delete table inet {VRRP_BLOCK_TABLE} on {failed}",
-            }.get(self.settings.scenario, f"restore {failed}")
+            left = self.fault.left_to_do(failed) if self.fault is not None else f"restore {failed}"
             self.echo(f"  could not restore {failed} ({exc.message}); left to do: {left}")
 
     def fail_back(self) -> None:
@@ -294,7 +206,7 @@ class Drill:
         balancer, floating = self.pair.balancer["mailha_address"], self.pair.floating_ip
         # A planned switch takes tens of seconds: its traffic runs until the
         # switch is over and a lead-out after it (bounded by SWITCH_BUDGET).
-        planned = settings.scenario == "manual-failover"
+        planned = self.fault is None
         seconds = settings.duration + (SWITCH_BUDGET if planned else 0)
         traffic = TrafficGenerator(
             targets=[Target(balancer, 25), Target(floating, 25)],
@@ -313,7 +225,7 @@ class Drill:
             time.sleep(min(3.0, settings.duration / 3))
             self.step(f"inject {settings.scenario} on {active}", lambda: self.inject(active))
             fault_at = next(e["at"] for e in reversed(self.events) if e["name"] == "fault_injected")
-            if settings.scenario == "vrrp-blocked":
+            if self.fault is not None and self.fault.splits_the_pair:
                 # The standby hears no advert and turns MASTER beside the
                 # active relay; the pair must settle on one holder by itself.
                 self.step(
@@ -368,7 +280,9 @@ class Drill:
 
         wanted = {a.message_id for a in attempts}
         counts, entries = self.step("count at the recipient side", lambda: self.sink.counts(wanted))
-        dkim_results = self.check_dkim(attempts, entries, standby)
+        dkim_results = drill_dkim.check_dkim(
+            attempts, entries, standby, read=self.sink.raw, resolver=probes.resolver(self.pair.nameserver, timeout=3)
+        )
         cut = self.cut_in_flight(started, counts)
         # A relay demoted by a split brain, or one just failed back, settles
         # within seconds; the steady state is judged once it had the chance.
@@ -400,24 +314,19 @@ class Drill:
         return report
 
     def timeline(self, active: str, standby: str, fault_at: float, attempts, sampler: Sampler) -> None:
-        failed_log = [] if self.settings.scenario == "host-down" else self.vrrp_log(self.hosts.targets[active])
+        has_vrrp_log = self.fault is None or self.fault.has_vrrp_log
+        failed_log = self.vrrp_log(self.hosts.targets[active]) if has_vrrp_log else []
         standby_log = self.vrrp_log(self.hosts.targets[standby])
-        detected = [at for at, state in failed_log if at >= fault_at and state in ("FAULT", "BACKUP", "STOP")]
-        moved = [at for at, state in standby_log if at >= fault_at and state == "MASTER"]
-        candidates = detected[:1] + moved[:1]
-        if candidates:
-            self.event("failure_detected", min(candidates))
-        if moved:
-            self.event("floating_ip_moved", moved[0])
-        after = sorted(a.finished for a in attempts if a.accepted and a.started >= fault_at and a.node == standby)
-        if after:
-            self.event("first_accept_from_standby", after[0])
-        left = sampler.first_balancer_leave(fault_at, active)
-        if left:
-            self.event("balancer_left_failed", left)
-        switched = sampler.first_balancer_switch(fault_at, standby)
-        if switched:
-            self.event("balancer_switched", switched)
+        for name, at in timeline_events(
+            active=active,
+            standby=standby,
+            fault_at=fault_at,
+            attempts=attempts,
+            failed_log=failed_log,
+            standby_log=standby_log,
+            sampler=sampler,
+        ):
+            self.event(name, at)
 
     def cut_in_flight(self, since: float, delivered: dict[str, int]) -> set[str]:
         """Duplicates whose first copy's 250 never reached a relay (drill_report.cut_in_flight)."""
@@ -429,24 +338,6 @@ class Drill:
         ]
         internal = [node.address for node in self.pair.nodes.values()] + [self.pair.floating_ip]
         return drill_report.cut_in_flight(logs, delivered, internal)
-
-    def check_dkim(self, attempts, entries: dict[str, dict], standby: str, sample: int = 10) -> dict[str, bool]:
-        """Verify the DKIM signature of up to `sample` messages the standby accepted."""
-        resolver = probes.resolver(self.pair.nameserver, timeout=3)
-
-        def dnsfunc(name, timeout=5):
-            name = name.decode() if isinstance(name, bytes) else name
-            return b"".join(b"".join(r.strings) for r in resolver.resolve(name, "TXT"))
-
-        results = {}
-        served = [a.message_id for a in attempts if a.accepted and a.node == standby and a.message_id in entries]
-        for msg_id in served[:sample]:
-            raw = self.sink.raw(entries[msg_id]["file"])
-            try:
-                results[msg_id] = bool(dkim.verify(raw, dnsfunc=dnsfunc))
-            except dkim.DKIMException:
-                results[msg_id] = False
-        return results
 
 
 def run_drill(pair: Pair, settings: DrillSettings, echo: Callable[[str], None]) -> tuple[dict[str, Any], int]:

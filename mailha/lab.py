@@ -1,6 +1,7 @@
 """Operations on podman-connected environments (the lab): run a command in a
-host, inject faults, read the recipient side. Drills and tests use these;
-the switch itself goes through the playbooks and works on any environment.
+host, stop and start it, cut its link (what mailha.faults needs), read the
+recipient side. Drills and tests use these; the switch itself goes through
+the playbooks and works on any environment.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from mailha import names, project
 from mailha.errors import BadInput, MailhaError
 from mailha.pair import Pair
 
-MASTER_PROCESS = "^/usr/lib/postfix/sbin/master"
-
 
 class PodmanHosts:
+    """The lab's hosts, reached with podman: the operations of mailha.faults.Hosts."""
+
     def __init__(self, pair: Pair):
         if pair.vars.get("ansible_connection") != "containers.podman.podman":
             raise MailhaError(
@@ -42,6 +43,13 @@ class PodmanHosts:
 
     def exec(self, target: str, *command: str, timeout: float = 60, check: bool = True):
         return self.podman("exec", target, *command, timeout=timeout, check=check)
+
+    def stop(self, target: str) -> None:
+        """No grace period (-t 0): the container is killed, not shut down."""
+        self.podman("stop", "-t", "0", target)
+
+    def start(self, target: str) -> None:
+        self.podman("start", target)
 
     def booted(self, target: str) -> bool:
         """systemd in the container has finished booting (degraded counts: a lab unit may fail)."""
