@@ -151,13 +151,18 @@ def test_a_killed_keepalived_releases_the_vip_and_comes_back(host):
     assert holder is not None, "no node holds the VIP before the crash"
     peer = nodes[1] if holder is nodes[0] else nodes[0]
     before = int(holder.run("systemctl show -p NRestarts --value keepalived").stdout.strip())
-    holder.run_expect([0], "pkill -9 -x keepalived")
-    assert wait_for(peer, f"ip -o -4 addr show dev eth0 | grep -q ' {VIP}/'", 5), "the peer did not take the VIP"
-    assert wait_for(holder, f"! ip -o -4 addr show dev eth0 | grep -q ' {VIP}/'", 5), "the VIP stayed behind"
-    assert wait_for(holder, log_has("STOP", "0"), 5)
+    # SIGKILL to every keepalived process of the unit at once: with pkill,
+    # one by one, a parent still alive for a moment may restart its killed
+    # VRRP child, which then stops cleanly and releases the VIP itself.
+    holder.run_expect([0], "systemctl kill --kill-whom=all --signal=KILL keepalived")
+    # Bounds, not speed targets (the benchmark measures the move): two
+    # Molecule lanes share the machine.
+    assert wait_for(peer, f"ip -o -4 addr show dev eth0 | grep -q ' {VIP}/'", 15), "the peer did not take the VIP"
+    assert wait_for(holder, f"! ip -o -4 addr show dev eth0 | grep -q ' {VIP}/'", 15), "the VIP stayed behind"
+    assert wait_for(holder, log_has("STOP", "0"), 15), holder.run(f"tail -n 5 {LOG}").stdout
     assert "released" in holder.run("journalctl -t mailha-vrrp-release --no-pager").stdout
     # systemd brings keepalived back; nopreempt keeps the VIP on the peer.
-    assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL BACKUP '", 10)
+    assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL BACKUP '", 20)
     assert int(holder.run("systemctl show -p NRestarts --value keepalived").stdout.strip()) == before + 1
     holder.run("sleep 1")
     assert holds_vip(peer) and not holds_vip(holder)
@@ -181,6 +186,6 @@ def test_a_demotion_in_the_split_brain_file_releases_the_vip(host):
         assert not holds_vip(holder)
     finally:
         holder.run(write % "0")
-    assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL BACKUP '", 10)
+    assert wait_for(holder, f"tail -n 1 {LOG} | grep -q ' VI_MAIL BACKUP '", 20)
     holder.run(f"sleep 1 && rm -f {SPLIT_BRAIN_FILE}")
     assert holds_vip(peer) and not holds_vip(holder)
