@@ -1187,6 +1187,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         grade = grade_of(watcher)
         findings, holds_ip, drained, active_reason = evaluate(settings, watcher, guard, grade)
+        facts = (settings, findings, holds_ip, drained, active_reason, guard, grade)
+        reader = self.server.queue_reader
         if path == "/active":
             if active_reason is None:
                 self._answer(200, "active\n")
@@ -1194,17 +1196,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._answer(503, f"not active: {active_reason}\n")
         elif path == "/status":
             fresh = "1" in urllib.parse.parse_qs(query).get("fresh", ())
-            reader = self.server.queue_reader
-            document = status_document(
-                settings,
-                findings,
-                holds_ip,
-                drained,
-                active_reason,
-                guard,
-                grade,
-                lambda: reader.details(0 if fresh else STATUS_QUEUE_MAX_AGE),
-            )
+            document = status_document(*facts, lambda: reader.details(0 if fresh else STATUS_QUEUE_MAX_AGE))
             self._answer(200, json.dumps(document) + "\n", "application/json")
         elif path == "/health":
             if findings["exit_code"] != health.EXIT_HEALTHY:
@@ -1214,20 +1206,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._answer(200, "healthy\n")
         else:
-            self._answer(
-                200,
-                metrics_page(
-                    settings,
-                    findings,
-                    holds_ip,
-                    drained,
-                    active_reason,
-                    guard,
-                    grade,
-                    lambda: self.server.queue_reader.details(QUEUE_READ_INTERVAL),
-                ),
-                "text/plain; version=0.0.4; charset=utf-8",
-            )
+            page = metrics_page(*facts, lambda: reader.details(QUEUE_READ_INTERVAL))
+            self._answer(200, page, "text/plain; version=0.0.4; charset=utf-8")
 
     def log_request(self, code="-", size="-"):
         # HAProxy polls several times a second: access lines would flood the journal.
