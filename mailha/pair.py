@@ -1,9 +1,11 @@
 """The pair as the CLI sees it: the generated inventory plus the CLI's settings.
 
 The inventory (`inventories/<env>/hosts.yml`) comes from the Terraform output
-contract. The settings the CLI shares with the roles live in
-`inventories/<env>/group_vars/all/mailha.yml` as plain values (no Jinja), so
-the CLI reads them without running Ansible.
+contract. The settings the CLI shares with the roles are plain values (no
+Jinja), so the CLI reads them without running Ansible: the project's
+defaults in `playbooks/group_vars/all/mailha.yml`, then an environment's
+`group_vars/all/mailha.yml` beside its inventory, which overrides them (as
+ansible.cfg's precedence makes Ansible read them too).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from mailha import inventory, names
+from mailha import inventory, names, project
 from mailha.audit import make_state_dir, state_dir
 from mailha.errors import BadInput, MailhaError
 from mailha.node import events as node_events
@@ -254,12 +256,24 @@ class Pair:
 
 
 def load_settings(inventory_path: Path) -> dict[str, Any]:
+    """DEFAULT_SETTINGS, then the project's mailha.yml, then the environment's."""
     settings = dict(DEFAULT_SETTINGS)
-    path = inventory_path.parent / SETTINGS_FILE
+    try:
+        defaults = project.project_dir() / "playbooks" / SETTINGS_FILE
+    except BadInput:
+        defaults = None  # no checkout: DEFAULT_SETTINGS are the project's defaults
+    for path in (defaults, inventory_path.parent / SETTINGS_FILE):
+        if path is not None:
+            _read_settings(path, settings)
+    return settings
+
+
+def _read_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Overlay the settings in `path` (absent: none) on `settings`, each checked."""
     try:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
-        return settings
+        return
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -284,7 +298,6 @@ def load_settings(inventory_path: Path) -> dict[str, Any]:
         if rule is not None:
             raise BadInput(f"{path}: {key} is {names.shown(value)}; it {rule}")
         settings[key] = value
-    return settings
 
 
 def _mapping(value: Any, where: str, inventory_path: Path) -> dict[str, Any]:
