@@ -37,7 +37,7 @@ def apply_profile(profile: str, inventory: Path) -> None:
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
             str(inventory),
-            str(REPO / "benchmarks" / "keepalived-timings.yml"),
+            str(REPO / "playbooks" / "benchmark-keepalived-timings.yml"),
             "-e",
             f"mailha_benchmark_profile={profile}",
         ],
