@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -261,7 +262,12 @@ def load_settings(inventory_path: Path) -> dict[str, Any]:
     try:
         defaults = project.project_dir() / "playbooks" / SETTINGS_FILE
     except BadInput:
-        defaults = None  # no checkout: DEFAULT_SETTINGS are the project's defaults
+        # A MAILHA_PROJECT_DIR that names no checkout is the operator's to
+        # fix; without one and without a checkout, DEFAULT_SETTINGS are the
+        # project's defaults.
+        if os.environ.get(project.ENV_VAR):
+            raise
+        defaults = None
     for path in (defaults, inventory_path.parent / SETTINGS_FILE):
         if path is not None:
             _read_settings(path, settings)

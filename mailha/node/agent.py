@@ -252,7 +252,6 @@ class QueueReader:
         self.lock = threading.Lock()
         self.taken = None  # clock time of the reading
         self.reading = None  # (counts, oldest arrival) or the OSError it raised
-        self.reads = 0
 
     def details(self, max_age):
         """(counts, oldest message's age in seconds or None) from a reading at
@@ -265,7 +264,6 @@ class QueueReader:
                 except OSError as err:
                     self.reading = err
                 self.taken = now
-                self.reads += 1
             reading = self.reading
         if isinstance(reading, OSError):
             raise reading

@@ -96,3 +96,12 @@ def test_the_projects_defaults_carry_nothing_of_the_lab(monkeypatch):
     assert "mailha_sender_domain" not in defaults
     main = yaml.safe_load((group_vars / "all" / "main.yml").read_text())
     assert main["mailha_submission_networks"] == [], "nobody relays until an environment says who"
+
+
+def test_settings_refuse_a_mailha_project_dir_without_playbooks(monkeypatch, tmp_path):
+    """A misconfigured MAILHA_PROJECT_DIR is one line, not a silent fall back to built-in defaults."""
+    from mailha import pair
+
+    monkeypatch.setenv(project.ENV_VAR, str(tmp_path))
+    with pytest.raises(BadInput, match=r"has no playbooks/site.yml"):
+        pair.load_settings(tmp_path / "ops" / "hosts.yml")
