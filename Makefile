@@ -6,10 +6,14 @@ MAKEFLAGS += --no-print-directory
 ENV ?= lab
 VENV ?= $(CURDIR)/.venv
 TF_DIR := terraform/environments/$(ENV)
-INVENTORY := inventories/$(ENV)/hosts.yml
+INVENTORY ?= inventories/$(ENV)/hosts.yml
 # Every environment but the lab describes servers that exist already; the
 # operator's settings for it live here (git ignores it).
-TFVARS := $(TF_DIR)/terraform.tfvars
+TFVARS ?= $(TF_DIR)/terraform.tfvars
+# The lab's operator key: every lab host takes it, as a VPS takes the key
+# its cloud-init installs (scripts/lab-podman.sh operator-key makes it once).
+LAB_SECRETS := .lab/secrets/lab
+LAB_KEY := $(LAB_SECRETS)/id_ed25519
 ROLES ?= $(notdir $(wildcard roles/*))
 PYTEST_ARGS ?=
 # Molecule scenarios run side by side (scripts/molecule-roles.sh). One after
@@ -46,19 +50,27 @@ image: deps ## Build the lab image (reused while its package list is unchanged)
 .PHONY: provision
 provision: $(if $(filter lab,$(ENV)),image,settings controller-deps) ## Build the lab (ENV=existing: check the settings) with Terraform, write the inventory, configure it (site.yml)
 ifeq ($(ENV),lab)
-	@image=$$(scripts/build-image.sh); \
-	terraform -chdir=$(TF_DIR) init -input=false >/dev/null; \
-	replace=$$(scripts/lab-drift.sh $(TF_DIR)); \
-	terraform -chdir=$(TF_DIR) apply -input=false -auto-approve -var image=$$image $$replace
+	@$(MAKE) lab-hosts
 	@mailha inventory --terraform-dir $(TF_DIR) --inventory $(INVENTORY)
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	@scripts/lab-summary.sh $(INVENTORY)
 else
 	@terraform -chdir=$(TF_DIR) init -input=false >/dev/null
-	@terraform -chdir=$(TF_DIR) apply -input=false -auto-approve
+	@terraform -chdir=$(TF_DIR) apply -input=false -auto-approve -var-file=$(abspath $(TFVARS))
 	@mailha inventory --terraform-dir $(TF_DIR) --inventory $(INVENTORY)
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 endif
+
+# The lab's servers as a cloud would hand them over: containers booted,
+# sshd up with the operator's key, nothing configured (provision does that).
+.PHONY: lab-hosts
+lab-hosts: image ## The lab's network and containers only (what a cloud's API makes), not configured
+	@scripts/lab-podman.sh operator-key $(LAB_SECRETS)
+	@image=$$(scripts/build-image.sh); \
+	terraform -chdir=terraform/environments/lab init -input=false >/dev/null; \
+	replace=$$(scripts/lab-drift.sh terraform/environments/lab); \
+	terraform -chdir=terraform/environments/lab apply -input=false -auto-approve -var image=$$image \
+	  -var ssh_public_key="$$(cat $(LAB_KEY).pub)" $$replace
 
 # These fail in one line, before anything is installed, when ENV names no
 # environment or its terraform.tfvars is missing ($(error) expands only when
@@ -85,7 +97,8 @@ destroy: $(if $(filter lab,$(ENV)),,known-env) ## Remove everything the lab made
 ifeq ($(ENV),lab)
 	@if [[ -d $(TF_DIR)/.terraform ]]; then \
 	  image=$$(scripts/build-image.sh --print-ref); \
-	  terraform -chdir=$(TF_DIR) destroy -input=false -auto-approve -var image=$$image; \
+	  key=$$(cat $(LAB_KEY).pub 2>/dev/null || echo "ssh-ed25519 AAAAgone"); \
+	  terraform -chdir=$(TF_DIR) destroy -input=false -auto-approve -var image=$$image -var ssh_public_key="$$key"; \
 	fi
 	@rm -f $(INVENTORY)
 else
@@ -146,6 +159,17 @@ benchmark: deps ## Failover benchmark on the lab, tuned vs stock keepalived timi
 benchmark-throughput: deps ## Throughput benchmark on the lab: msg/s per path, signed vs unsigned, accepted vs delivered (ROUNDS=3)
 	python benchmarks/throughput.py --rounds $${ROUNDS:-3} $(BENCHMARK_ARGS)
 
+# The lab's servers described to the existing environment, as an operator
+# describes servers they rent (inventories/lab-existing/README.md).
+LAB_AS_EXISTING_TFVARS := .lab/lab-existing.tfvars.json
+LAB_AS_EXISTING_INVENTORY := inventories/lab-existing/hosts.yml
+
+.PHONY: lab-as-existing
+lab-as-existing: ## The provisioned lab's servers as ENV=existing (its own Terraform workspace): what make test runs pytest on
+	@scripts/lab-as-existing.sh inventories/lab/hosts.yml $(LAB_AS_EXISTING_TFVARS)
+	@TF_WORKSPACE=lab-existing $(MAKE) provision ENV=existing TFVARS=$(CURDIR)/$(LAB_AS_EXISTING_TFVARS) \
+	  INVENTORY=$(LAB_AS_EXISTING_INVENTORY)
+
 .PHONY: test
-test: lint tf-test molecule provision ## The whole suite: lint, Terraform tests, Molecule, lab, pytest
-	pytest tests $(PYTEST_ARGS)
+test: lint tf-test molecule provision lab-as-existing ## The whole suite: lint, Terraform tests, Molecule, lab, the lab as ENV=existing, pytest on it
+	MAILHA_TEST_INVENTORY=$(CURDIR)/$(LAB_AS_EXISTING_INVENTORY) pytest tests $(PYTEST_ARGS)

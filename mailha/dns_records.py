@@ -52,7 +52,7 @@ def zones(
     dkim_selector: str,
     dkim_public_key: str,
     recipient_domains: Iterable[str],
-    recipient_mx: str,
+    recipient_mx: str | None = None,
     sender_mx: str | None = None,
     dmarc_policy: str = "reject",
 ) -> list[dict[str, Any]]:
@@ -61,6 +61,8 @@ def zones(
     `hosts` maps a short name to at least {"mailha_address", "mailha_fqdn"}
     (Ansible's hostvars). `sender_mx` receives the sender domain's bounces
     (the lab: the recipient side); without it the domain has no MX.
+    `recipient_mx` (the sink) is the MX of each recipient domain; without a
+    sink the pair serves no recipient domain (they are its test domains).
     Records are sorted so the result is stable.
     """
     forward: list[dict[str, str]] = []
@@ -95,8 +97,8 @@ def zones(
     add_pointer(floating_ip, sending_host)
 
     result = [{"name": zone.rstrip("."), "records": forward}]
-    for domain in sorted(set(recipient_domains)):
-        mx = {"name": "@", "type": "MX", "value": f"10 {recipient_mx.rstrip('.')}."}
+    for domain in sorted(set(recipient_domains) if recipient_mx else ()):
+        mx = {"name": "@", "type": "MX", "value": f"10 {str(recipient_mx).rstrip('.')}."}
         result.append({"name": domain.rstrip("."), "records": [mx]})
     for name in sorted(pointers):
         records = sorted(pointers[name], key=lambda r: int(r["name"]))

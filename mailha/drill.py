@@ -28,9 +28,9 @@ from mailha import status as status_mod
 from mailha import switch as switch_mod
 from mailha.audit import AuditLog, Record, Step, now_iso
 from mailha.drill_sampler import Sampler, timeline_events, vrrp_entries
-from mailha.errors import MailhaError
+from mailha.errors import BadInput, MailhaError
 from mailha.faults import MANUAL_FAILOVER, Fault
-from mailha.lab import PodmanHosts, RecipientSide, recipient_side
+from mailha.hosts import RecipientSide, hosts_for, recipient_side
 from mailha.node import vrrp
 from mailha.pair import Pair
 from mailha.traffic import Target, TrafficGenerator, build_message, message_id, new_run_id, submit
@@ -46,6 +46,9 @@ SWITCH_BUDGET = 300.0
 # state before the fault, and the preflight's playbook and lookups would eat
 # into the switch's measured budget. Each switch's audit record says so.
 DRILL_SKIPS_PREFLIGHT = "drill"
+# After the restore, the pair has settled when the same one relay holds the
+# floating IP at two readings this far apart.
+SETTLE_SECONDS = 1.0
 
 
 @dataclass
@@ -64,12 +67,15 @@ class Drill:
         self.pair = pair
         self.settings = settings
         self.echo = echo
-        self.hosts = PodmanHosts(pair)
+        self.hosts = hosts_for(pair)
         # A host fault, or None for manual-failover: a planned switch, which
         # leaves no host to restore (the failback brings the pair back).
         self.fault: Fault | None = (
             None if settings.scenario == MANUAL_FAILOVER else faults.fault_for(settings.scenario, self.hosts)
         )
+        problem = self.fault.problem() if self.fault is not None else None
+        if problem is not None:
+            raise BadInput(f"drill {settings.scenario}: {problem}")
         self.sink: RecipientSide = recipient_side(pair, self.hosts)
         self.events: list[dict[str, Any]] = []
         self.steps: list[Step] = []
@@ -165,6 +171,16 @@ class Drill:
                 raise MailhaError(f"drill: {name} is not healthy after {timeout:.0f}s: {reason}")
 
         self.step(f"wait until {name} is healthy", check)
+
+    def settled_holder(self) -> list[str]:
+        """The one relay that held the floating IP at two readings SETTLE_SECONDS apart."""
+        seen: list[list[str]] = []
+
+        def settled() -> list[str] | None:
+            seen.append(status_mod.gather(self.pair).holders)
+            return seen[-1] if len(seen) > 1 and len(seen[-1]) == 1 and seen[-1] == seen[-2] else None
+
+        return self.wait(settled, 60, "one holder of the floating IP", SETTLE_SECONDS)
 
     def restore_or_say(self, failed: str) -> None:
         """Restore after a failure: never raises, says what is left to do if it cannot."""
@@ -264,7 +280,11 @@ class Drill:
             if fault_at and not planned and "restored" not in {e["name"] for e in self.events}:
                 self.restore_or_say(active)
         self.wait_healthy(active)
-        if not planned and status_mod.gather(self.pair).holders != [active]:
+        # A relay cut off by a partition kept the floating IP and, healed,
+        # may take it back by priority a moment later: the hand-over is
+        # decided once one relay has held it through two readings.
+        holders = self.step("wait until one relay holds the floating IP", self.settled_holder)
+        if not planned and holders != [active]:
             self.step(
                 f"hand the queue of {active} over", lambda: switch_mod.run_handover(self.pair, active, echo=self.quiet)
             )

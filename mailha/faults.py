@@ -2,9 +2,9 @@
 scenario name in a registry (FAULTS, fault_for).
 
 A fault knows what to do to a host and how to undo it; it reaches the host
-through an environment's hosts object (Hosts below). Today that is the lab's
-mailha.lab.PodmanHosts; an environment of real servers reached over SSH
-implements the same operations, and the faults here run on it unchanged.
+through an environment's hosts object (Hosts below): mailha.hosts.SshHosts
+for every environment reached over SSH, the lab included, and
+mailha.lab.PodmanHosts for an inventory whose connection is podman.
 
 The drill (mailha.drill) decides when: it injects, waits for the pair to react,
 restores, fails back and measures. manual-failover is a drill scenario but not
@@ -34,6 +34,9 @@ VRRP_BLOCK = (
 )
 # How long a restarted host may take until systemd says it has booted.
 BOOT_SECONDS = 120
+# A partition the drill cannot heal (it lost the host, or was killed) heals
+# by itself after this long, from a timer on the host.
+PARTITION_HEAL_SECONDS = 300
 # The scenario that is a planned switch, not a host fault (mailha.drill runs it).
 MANUAL_FAILOVER = "manual-failover"
 
@@ -63,9 +66,23 @@ class Hosts(Protocol):
         """Start a stopped host; returns once it is starting, not booted (see booted)."""
         ...
 
-    def link(self, target: str, up: bool) -> None:
-        """Cut (up=False) or restore the host's network link from outside the
-        host, as a switch port would: the host itself sees its link go down."""
+    def cut(self, target: str, heal_after: float) -> None:
+        """Cut the host off from the pair, the load balancer and everything
+        else, as a failed switch port would, but keep the operator's way in;
+        the host heals by itself after `heal_after` seconds where the
+        environment can arrange it."""
+        ...
+
+    def heal(self, target: str) -> None:
+        """Undo cut (nothing to do when it has healed already)."""
+        ...
+
+    def power_problem(self) -> str | None:
+        """Why stop and start cannot work in this environment, or None."""
+        ...
+
+    def read(self, target: str, path: str) -> bytes:
+        """The bytes of a file on the host (the sink's stored messages)."""
         ...
 
     def booted(self, target: str) -> bool:
@@ -93,6 +110,11 @@ class Fault:
 
     def __init__(self, hosts: Hosts):
         self.hosts = hosts
+
+    def problem(self) -> str | None:
+        """Why this fault cannot be made in the hosts' environment (None: it
+        can); the drill refuses before it touches anything."""
+        return None
 
     def inject(self, target: str) -> None:
         """Make the fault; returns once it is in place."""
@@ -131,6 +153,9 @@ class HostDown(Fault):
     # holds after the fault is its boot after the restore, not a detection.
     has_vrrp_log = False
 
+    def problem(self) -> str | None:
+        return self.hosts.power_problem()
+
     def inject(self, target: str) -> None:
         self.hosts.stop(target)
 
@@ -143,18 +168,22 @@ class HostDown(Fault):
 
 
 class NetworkPartition(Fault):
-    """The host's link goes down: the host runs on, cut off from the pair and the load balancer."""
+    """The host runs on, cut off from the pair, the load balancer and the
+    recipients; only the operator's SSH still reaches it (Hosts.cut)."""
 
     name = "network-partition"
 
     def inject(self, target: str) -> None:
-        self.hosts.link(target, up=False)
+        self.hosts.cut(target, PARTITION_HEAL_SECONDS)
 
     def restore(self, target: str, wait: Wait, node_name: str) -> None:
-        self.hosts.link(target, up=True)
+        self.hosts.heal(target)
 
     def left_to_do(self, node_name: str) -> str:
-        return f"bring the network link of {node_name} up"
+        return (
+            f"heal the partition of {node_name} (it heals by itself {PARTITION_HEAL_SECONDS}s after the fault; "
+            "over ssh: nft delete table inet mailha_partition; nft delete table arp mailha_partition)"
+        )
 
 
 class KeepalivedCrash(Fault):

@@ -8,6 +8,7 @@ so the playbooks never depend on how the hosts were built.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ CONNECTIONS = {
     "ssh": "ansible.builtin.ssh",
 }
 VRRP_STATES = ("MASTER", "BACKUP")
+# Optional files of the ssh login; null leaves ssh's defaults (agent, ~/.ssh).
+SSH_FILES = ("private_key_file", "known_hosts_file")
+SSH_FILE = re.compile(r"/[A-Za-z0-9._/-]{1,4095}")
 # The groups the playbooks know (hosts: mail, loadbalancer, dns, recipient). A
 # name outside them could land a host in a group a playbook builds at run
 # time (mailha_switch_target), so the contract may not invent groups.
@@ -80,6 +84,16 @@ def _ssh(contract: dict[str, Any], connection: str) -> None:
     port = _require(ssh, "port", int, "ssh.")
     if not 0 < port < 65536:
         raise _fail("ssh.port", f"must be a TCP port (1-65535), not {port}")
+    for key in SSH_FILES:
+        value = ssh.get(key)
+        if value is None:
+            continue
+        # The path lands in ssh's command line (ansible_ssh_common_args): an
+        # absolute path of ordinary characters, never an option or a space.
+        if not isinstance(value, str) or not SSH_FILE.fullmatch(value):
+            raise _fail(
+                f"ssh.{key}", f"is {names.shown(value)}; it must be an absolute path of letters, digits and ._/-"
+            )
 
 
 def validate(contract: Any) -> dict[str, Any]:
@@ -209,6 +223,14 @@ def _ssh_vars(ssh: dict[str, Any]) -> dict[str, Any]:
     login: dict[str, Any] = {"ansible_user": ssh["user"], "ansible_port": ssh["port"]}
     if ssh["user"] != "root":
         login["ansible_become"] = True
+    if ssh.get("private_key_file"):
+        login["ansible_ssh_private_key_file"] = ssh["private_key_file"]
+    if ssh.get("known_hosts_file"):
+        # Only the keys in this file are trusted: a host whose key is not
+        # there, or differs, is refused, never learnt.
+        login["ansible_ssh_common_args"] = (
+            f"-o UserKnownHostsFile={ssh['known_hosts_file']} -o StrictHostKeyChecking=yes"
+        )
     return login
 
 

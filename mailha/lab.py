@@ -1,34 +1,38 @@
-"""Operations on podman-connected environments (the lab): run a command in a
-host, stop and start it, cut its link (what mailha.faults needs), read the
-recipient side. Drills and tests use these; the switch itself goes through
-the playbooks and works on any environment.
+"""Operations on lab containers through podman: run a command in a host,
+stop and start it, cut its link (what mailha.faults needs), read a file.
+
+The lab is reached over SSH like any server (mailha.hosts); this is for an
+inventory whose connection is podman, and for the lab's own tests, which
+stop, start and inspect containers from outside.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-from collections import Counter
 
-from mailha import names, project
-from mailha.errors import BadInput, MailhaError
+from mailha import project
+from mailha.errors import MailhaError
 from mailha.pair import Pair
+
+PODMAN_CONNECTION = "containers.podman.podman"
 
 
 class PodmanHosts:
     """The lab's hosts, reached with podman: the operations of mailha.faults.Hosts."""
 
-    def __init__(self, pair: Pair):
-        if pair.vars.get("ansible_connection") != "containers.podman.podman":
+    def __init__(self, pair: Pair, containers: dict[str, str] | None = None):
+        """`containers` names each host's container when the inventory's
+        targets are not containers (the lab over SSH, seen by its tests)."""
+        if containers is None and pair.vars.get("ansible_connection") != PODMAN_CONNECTION:
             raise MailhaError(
-                f"drills inject faults with podman; the {pair.environment} environment is reached over "
-                f"{pair.vars.get('ansible_connection')}: run drills on the lab"
+                f"the {pair.environment} environment is reached over {pair.vars.get('ansible_connection')}, "
+                "not podman; use mailha.hosts.hosts_for"
             )
         self.pair = pair
         self.env = dict(os.environ)
         self.env.setdefault("CONTAINERS_CONF", str(project.project_dir() / "lab" / "containers.conf"))
-        self.targets = {name: node.target for name, node in pair.nodes.items()}
+        self.targets = containers or {name: node.target for name, node in pair.nodes.items()}
 
     def podman(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
         try:
@@ -50,6 +54,32 @@ class PodmanHosts:
 
     def start(self, target: str) -> None:
         self.podman("start", target)
+
+    def read(self, target: str, path: str) -> bytes:
+        try:
+            result = subprocess.run(
+                ["podman", "exec", target, "cat", "--", path],
+                capture_output=True,
+                timeout=30,
+                env=self.env,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MailhaError(f"podman exec {target} cat failed: {exc}") from None
+        if result.returncode != 0:
+            detail = " ".join(result.stderr.decode(errors="replace").split())[:300]
+            raise MailhaError(f"reading {path} on {target} failed: {detail}")
+        return result.stdout
+
+    def power_problem(self) -> str | None:
+        return None
+
+    def cut(self, target: str, heal_after: float) -> None:
+        """The link goes down (heal_after is not kept: the controller heals it)."""
+        self.link(target, up=False)
+
+    def heal(self, target: str) -> None:
+        self.link(target, up=True)
 
     def booted(self, target: str) -> bool:
         """systemd in the container has finished booting (degraded counts: a lab unit may fail)."""
@@ -73,66 +103,3 @@ class PodmanHosts:
             raise MailhaError(
                 f"setting the link of {target} {'up' if up else 'down'} failed: {' '.join(result.stderr.split())[:300]}"
             )
-
-
-class RecipientSide:
-    """The lab's sink: counts and reads what arrived, by Message-ID."""
-
-    def __init__(self, hosts: PodmanHosts, target: str):
-        self.hosts = hosts
-        self.target = target
-
-    def index(self, since: float | None = None) -> list[dict]:
-        """What the sink stored (since an epoch time: only files stored from then on)."""
-        extra = () if since is None else ("--since", f"{since:.3f}")
-        out = self.hosts.exec(self.target, "mailha-sink-index", *extra, timeout=180).stdout
-        entries = []
-        for number, line in enumerate(out.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except (ValueError, RecursionError):
-                entry = None
-            if not isinstance(entry, dict):
-                raise MailhaError(f"mailha-sink-index on {self.target}: line {number} is not a JSON object")
-            entries.append(entry)
-        return entries
-
-    def counts(self, wanted: set[str] | None = None) -> tuple[Counter, dict[str, dict]]:
-        counts: Counter = Counter()
-        entries: dict[str, dict] = {}
-        for entry in self.index():
-            message_id = entry.get("message_id")
-            if wanted is None or message_id in wanted:
-                counts[message_id] += 1
-                entries.setdefault(message_id, entry)
-        return counts, entries
-
-    def raw(self, file: str) -> bytes:
-        try:
-            result = subprocess.run(
-                ["podman", "exec", self.target, "cat", "--", file],
-                capture_output=True,
-                timeout=30,
-                env=self.hosts.env,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise MailhaError(f"podman exec {self.target} cat failed: {exc}") from None
-        if result.returncode != 0:
-            detail = " ".join(result.stderr.decode(errors="replace").split())[:300]
-            raise MailhaError(f"reading {file} on {self.target} failed: {detail}")
-        return result.stdout
-
-
-def recipient_side(pair: Pair, hosts: PodmanHosts) -> RecipientSide:
-    sinks = pair.groups.get("recipient") or {}
-    if not sinks:
-        raise MailhaError("the inventory has no host in group recipient; drills need the lab's recipient side")
-    name, host_vars = next(iter(sinks.items()))
-    target = host_vars.get("ansible_host") if isinstance(host_vars, dict) else None
-    rule = names.target_problem(target)
-    if rule is not None:
-        raise BadInput(f"inventory {pair.inventory_path}: {name}.ansible_host is {names.shown(target)}; it {rule}")
-    return RecipientSide(hosts, target)

@@ -61,6 +61,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "mailha_events_max_attempts": 20,
     "mailha_events_max_age_seconds": 86400.0,
     "mailha_events_backoff_max_seconds": 600.0,
+    # host-down drills (README, "Drills"): the commands, run on the control
+    # host, that pull a relay's plug and power it on again; "{host}" becomes
+    # the inventory name. None: host-down is refused outside the lab.
+    "mailha_host_power_off": [],
+    "mailha_host_power_on": [],
 }
 
 # The selector OpenDKIM signs with until `failover --isolate` rotates the key
@@ -112,6 +117,13 @@ def _dns_names(value: list) -> str | None:
     return None
 
 
+def _command(value: list) -> str | None:
+    """An argument vector (no shell): its words are strings, the first a program."""
+    if all(isinstance(word, str) and word and "\0" not in word for word in value):
+        return None
+    return 'must be a command as a list of words, such as ["hcloud", "server", "poweroff", "{host}"]'
+
+
 # What each setting the CLI reads may hold beyond its type: the names go into
 # file paths (the TSIG key file), DNS updates and the test message.
 SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
@@ -141,6 +153,8 @@ SETTING_RULES: dict[str, Callable[[Any], str | None]] = {
     "mailha_events_max_attempts": _between(1, 10**6),
     "mailha_events_max_age_seconds": _between(1, 30 * 86400),
     "mailha_events_backoff_max_seconds": _between(1, 86400),
+    "mailha_host_power_off": _command,
+    "mailha_host_power_on": _command,
 }
 
 

@@ -26,8 +26,12 @@ packages=(
   postfix opendkim opendkim-tools
   keepalived haproxy socat
   bind9 bind9-dnsutils
+  openssh-server sudo
 )
-services_to_disable=(postfix opendkim keepalived haproxy named)
+# ssh too: the lab's host-create step (scripts/lab-podman.sh), the lab's
+# cloud-init, generates the host keys and starts sshd on a lab host; a
+# Molecule container of the same image runs no sshd.
+services_to_disable=(postfix opendkim keepalived haproxy named ssh)
 
 tag=$( { printf '%s\n' "$suite" "${packages[@]}"; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12)
 image_ref="$image_name:$tag"
@@ -82,6 +86,11 @@ systemctl --root="$rootfs" mask systemd-udevd.service systemd-udevd-control.sock
 mkdir -p "$rootfs/var/log/journal" "$rootfs/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=persistent\nSystemMaxUse=64M\n' \
   > "$rootfs/etc/systemd/journald.conf.d/mailha-lab.conf"
+# sshd as on a hardened VPS: keys only, no root login. The host keys are not
+# part of the image: every host makes its own on its first boot.
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+printf '%s\n' 'PasswordAuthentication no' 'KbdInteractiveAuthentication no' 'PermitRootLogin no' \
+  > "$rootfs/etc/ssh/sshd_config.d/mailha-lab.conf"
 # The image carries the host's mirror for apt, as the host itself does.
 echo "deb $mirror $suite main" > "$rootfs/etc/apt/sources.list"
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*_Packages

@@ -17,20 +17,19 @@ python=${PYTHON:-$repo_root/.venv/bin/python}
 
 # No state yet: nothing can have drifted.
 terraform -chdir="$tf_dir" state list >/dev/null 2>&1 || exit 0
-contract=$(terraform -chdir="$tf_dir" output -json mailha 2>/dev/null) || exit 0
+containers=$(terraform -chdir="$tf_dir" output -json containers 2>/dev/null) || exit 0
 
 network_missing=0
 podman network exists "$(terraform -chdir="$tf_dir" output -raw network_name 2>/dev/null || echo mailha-lab)" \
   || network_missing=1
 
-MAILHA_CONTRACT=$contract "$python" - "$network_missing" <<'PY'
+MAILHA_CONTAINERS=$containers "$python" - "$network_missing" <<'PY'
 import json, os, subprocess, sys
-contract = json.loads(os.environ["MAILHA_CONTRACT"])
+containers = json.loads(os.environ["MAILHA_CONTAINERS"])
 network_missing = sys.argv[1] == "1"
 if network_missing:
     print('-replace=module.network.terraform_data.network')
-for key, host in sorted(contract["hosts"].items()):
-    name = host["target"]
+for key, name in sorted(containers.items()):
     state = subprocess.run(["podman", "inspect", "-f", "{{.State.Status}}", name],
                            capture_output=True, text=True).stdout.strip()
     if state in ("running", "stopping"):

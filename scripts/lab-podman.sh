@@ -9,6 +9,14 @@
 #       CAPS and SYSCTLS are comma-separated lists, "-" for none.
 #   lab-podman.sh host-remove NAME
 #   lab-podman.sh host-wait NAME        wait until systemd has booted
+#   lab-podman.sh host-login NAME ADDRESS USER KNOWN_HOSTS
+#       what cloud-init does on a VPS: make USER with sudo and the operator's
+#       key (MAILHA_SSH_PUBLIC_KEY), the host keys, start sshd, and record the
+#       host key for ADDRESS in KNOWN_HOSTS
+#   lab-podman.sh host-kill NAME | host-start NAME
+#       pull the plug (no shutdown) and power on again: the lab's hook for
+#       host-down drills (mailha_host_power_off, mailha_host_power_on)
+#   lab-podman.sh operator-key DIR      make DIR/id_ed25519 (0600) once
 # Exit codes: 0 done (or already so), 1 podman failed, 2 usage error.
 set -euo pipefail
 
@@ -17,7 +25,7 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo_root/lab/containers.conf}
 boot_timeout=${MAILHA_BOOT_TIMEOUT:-90}
 
 usage() {
-  sed -n '5,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '5,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -37,6 +45,14 @@ network_remove() {
     podman network rm -f "$name" >/dev/null
     echo "lab: network $name removed"
   fi
+}
+
+# A rebuilt host has the old one's address and a new MAC. This machine's
+# neighbour entry for the address may still hold the old MAC, and here it
+# stayed unanswered (FAILED) instead of being learnt again: SSH to the
+# rebuilt host timed out. Forget it; the next packet asks anew.
+forget_neighbour() {
+  ip neigh flush to "$1" >/dev/null 2>&1 || true
 }
 
 host_wait() {
@@ -72,7 +88,61 @@ host_create() {
     podman run "${args[@]}" "$image" /sbin/init >/dev/null
     echo "lab: host $name ($address) started"
   fi
+  forget_neighbour "$address"
   host_wait "$name"
+}
+
+host_login() {
+  local name=$1 address=$2 user=$3 known_hosts=$4 hostkey
+  if [[ ! ${MAILHA_SSH_PUBLIC_KEY:-} =~ ^ssh-[a-z0-9-]+\ [A-Za-z0-9+/=]+ ]]; then
+    echo "lab: MAILHA_SSH_PUBLIC_KEY holds no SSH public key; run 'make provision' (it makes the operator key)" >&2
+    return 2
+  fi
+  # The login user gets root through sudo without a password, as a
+  # cloud image's default user does; root itself cannot log in (sshd).
+  printf '%s\n' "$MAILHA_SSH_PUBLIC_KEY" | podman exec -i "$name" sh -euc '
+    user=$1
+    id -u "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
+    install -d -m 0700 -o "$user" -g "$user" "/home/$user/.ssh"
+    install -m 0600 -o "$user" -g "$user" /dev/stdin "/home/$user/.ssh/authorized_keys"
+    printf "%s ALL=(ALL) NOPASSWD: ALL\n" "$user" > /etc/sudoers.d/90-operator
+    chmod 0440 /etc/sudoers.d/90-operator
+    visudo -cq -f /etc/sudoers.d/90-operator
+    ssh-keygen -A >/dev/null
+    systemctl enable --now ssh.service >/dev/null 2>&1
+  ' sh "$user"
+  hostkey=$(podman exec "$name" cat /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $1, $2}')
+  [[ -n $hostkey ]] || { echo "lab: $name has no ed25519 host key" >&2; return 1; }
+  mkdir -p "$(dirname "$known_hosts")"
+  # Hosts are made in parallel: one writer at a time. A replaced host has a
+  # new key, so the address's old line goes.
+  (
+    flock 9
+    touch "$known_hosts"
+    { grep -v "^$address " "$known_hosts" || true; echo "$address $hostkey"; } >"$known_hosts.new"
+    chmod 0644 "$known_hosts.new"
+    mv "$known_hosts.new" "$known_hosts"
+  ) 9>"$known_hosts.lock"
+  echo "lab: $name reachable over ssh as $user@$address"
+}
+
+host_kill() {
+  podman stop -t 0 "$1" >/dev/null
+}
+
+host_start() {
+  podman start "$1" >/dev/null
+  forget_neighbour "$(podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1")"
+}
+
+operator_key() {
+  local dir=$1
+  install -d -m 0700 "$dir"
+  if [[ ! -f $dir/id_ed25519 ]]; then
+    ssh-keygen -q -t ed25519 -N '' -C "mailha-lab-operator" -f "$dir/id_ed25519"
+    echo "lab: operator key $dir/id_ed25519 made" >&2
+  fi
+  chmod 0600 "$dir/id_ed25519"
 }
 
 host_remove() {
@@ -97,5 +167,9 @@ case $command in
   host-create) [[ $# -eq 8 ]] || usage; host_create "$@" ;;
   host-remove) [[ $# -eq 1 ]] || usage; host_remove "$@" ;;
   host-wait) [[ $# -eq 1 ]] || usage; host_wait "$@" ;;
+  host-login) [[ $# -eq 4 ]] || usage; host_login "$@" ;;
+  host-kill) [[ $# -eq 1 ]] || usage; host_kill "$@" ;;
+  host-start) [[ $# -eq 1 ]] || usage; host_start "$@" ;;
+  operator-key) [[ $# -eq 1 ]] || usage; operator_key "$@" ;;
   *) usage ;;
 esac

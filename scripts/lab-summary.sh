@@ -6,7 +6,6 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 inventory=${1:-$repo_root/inventories/lab/hosts.yml}
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo_root/lab/containers.conf}
 python=${PYTHON:-$repo_root/.venv/bin/python}
 
 read -r floating_ip balancer sending_host < <("$python" - "$inventory" <<'PY'
@@ -15,21 +14,11 @@ v = yaml.safe_load(open(sys.argv[1]))["all"]["vars"]
 print(v["mailha_floating_ip"], v["mailha_load_balancer_address"], v["mailha_sending_host"])
 PY
 )
-mapfile -t relays < <("$python" - "$inventory" <<'PY'
-import sys, yaml
-hosts = yaml.safe_load(open(sys.argv[1]))["all"]["children"]["mail"]["hosts"]
-for name, h in sorted(hosts.items()):
-    print(name, h["ansible_host"])
-PY
-)
-
+# Where the floating IP is, as the pair's own agents say (over the network,
+# as an operator would see it; no podman).
 holders=()
-for relay in "${relays[@]}"; do
-  read -r name target <<<"$relay"
-  if podman exec "$target" ip -o -4 addr show 2>/dev/null | grep -q " $floating_ip/"; then
-    holders+=("$name")
-  fi
-done
+mapfile -t holders < <("$repo_root/.venv/bin/mailha" status --inventory "$inventory" --output json 2>/dev/null \
+  | "$python" -c 'import json, sys; sys.stdout.write("".join(h + "\n" for h in json.load(sys.stdin)["holders"]))' 2>/dev/null || true)
 
 echo
 echo "mailha lab is up."
@@ -37,5 +26,5 @@ echo "  floating IP $floating_ip ($sending_host) is on: ${holders[*]:-no relay}"
 echo "  load balancer: $balancer ports 25 and 587"
 echo "  send a test message through the load balancer:"
 echo "    python3 -c \"import smtplib; smtplib.SMTP('$balancer', 25).sendmail('campaign@news.mailha.test', ['someone@inbox.test'], 'Subject: hello\\n\\nhello')\""
-echo "  read what arrived: podman exec mailha-sink mailha-sink-index"
+echo "  read what arrived: ssh -F none -i .lab/secrets/lab/id_ed25519 -o UserKnownHostsFile=.lab/secrets/lab/known_hosts mailha@10.213.0.30 mailha-sink-index"
 [[ ${#holders[@]} -eq 1 ]]

@@ -23,13 +23,14 @@ def cli(tmp_path_factory):
     """Run the mailha console script against the lab, with a state directory of the module's own."""
     env = dict(os.environ, MAILHA_STATE_DIR=str(tmp_path_factory.mktemp("mailha-state")))
 
-    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(*args: str, timeout: float = 600, path: str | None = None) -> subprocess.CompletedProcess:
+        """`path` replaces PATH (the drills prove they need no podman)."""
         began = time.monotonic()
         result = subprocess.run(
             [MAILHA, *args, "--inventory", str(INVENTORY)],
             capture_output=True,
             text=True,
-            env=env,
+            env=env if path is None else dict(env, PATH=path),
             timeout=timeout,
             check=False,
         )

@@ -1,9 +1,12 @@
-"""Access to the provisioned lab (make provision) for the integration tests,
-on top of mailha.lab (the drills' podman access and recipient side)."""
+"""Access to the provisioned lab (make provision) for the integration tests:
+commands on its hosts over SSH, as mailha reaches them (mailha.hosts), and
+podman for what only the lab's owner does from outside (stop a container)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,10 +17,14 @@ import pytest
 
 from mailha import inventory, probes
 from mailha import pair as pair_mod
-from mailha.lab import PodmanHosts, RecipientSide, recipient_side
+from mailha.hosts import RecipientSide, SshHosts, hosts_for, recipient_side
+from mailha.lab import PodmanHosts
 
 REPO = Path(__file__).resolve().parents[2]
-INVENTORY = REPO / "inventories" / "lab" / "hosts.yml"
+# The inventory under test: the lab's own, or (make test) the lab's servers
+# provisioned as the existing environment (inventories/lab-existing/).
+INVENTORY = Path(os.environ.get("MAILHA_TEST_INVENTORY") or REPO / "inventories" / "lab" / "hosts.yml")
+LAB_TERRAFORM = REPO / "terraform" / "environments" / "lab"
 os.environ.setdefault("CONTAINERS_CONF", str(REPO / "lab" / "containers.conf"))
 
 
@@ -34,22 +41,25 @@ class Lab:
     vars: dict
     hosts: dict  # short name -> host vars
     mail: list[str]
+    containers: dict[str, str]  # short name -> podman container
+    ssh: SshHosts = field(init=False)
     podman: PodmanHosts = field(init=False)
     sink: RecipientSide = field(init=False)
     node_tags: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         the_pair = pair_mod.load(INVENTORY)
-        self.podman = PodmanHosts(the_pair)
-        self.sink = recipient_side(the_pair, self.podman)
+        self.ssh = hosts_for(the_pair)
+        self.podman = PodmanHosts(the_pair, self.containers)
+        self.sink = recipient_side(the_pair, self.ssh)
         self.node_tags = the_pair.node_tags()  # {greeting tag: relay}
 
     def container(self, host: str) -> str:
-        return self.hosts[host]["ansible_host"]
+        return self.containers[host]
 
     def exec(self, host: str, *command: str, check: bool = True, timeout: float = 60):
-        """Run a command in a lab host; a failure (with check) raises MailhaError."""
-        return self.podman.exec(self.container(host), *command, check=check, timeout=timeout)
+        """Run a command on a lab host over SSH as root (sudo); a failure (with check) raises MailhaError."""
+        return self.ssh.exec(self.hosts[host]["ansible_host"], *command, check=check, timeout=timeout)
 
     @property
     def floating_ip(self) -> str:
@@ -110,13 +120,26 @@ class Lab:
         self.exec(host, "systemctl", "restart", "postfix@-.service")
 
 
+def containers() -> dict[str, str]:
+    """The lab's containers by host name (the lab's Terraform output)."""
+    result = subprocess.run(
+        ["terraform", f"-chdir={LAB_TERRAFORM}", "output", "-json", "containers"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the lab's Terraform state names no containers; run 'make provision': {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
 def load_lab() -> Lab:
     data = inventory.load(INVENTORY)
     children = data["all"]["children"]
     hosts = {}
     for group in children.values():
         hosts.update(group.get("hosts", {}))
-    lab = Lab(vars=data["all"]["vars"], hosts=hosts, mail=sorted(children["mail"]["hosts"]))
+    lab = Lab(vars=data["all"]["vars"], hosts=hosts, mail=sorted(children["mail"]["hosts"]), containers=containers())
     for name in hosts:
         state = lab.exec(name, "systemctl", "is-system-running", check=False).stdout.strip()
         if state not in ("running", "degraded"):

@@ -117,7 +117,8 @@ def test_mta_crash_moves_the_floating_ip_and_loses_nothing(lab):
     ).start()
     try:
         wait_for(lambda: len(traffic.snapshot()) >= 40, 30, what="40 submissions before the fault")
-        lab.exec(active, "pkill", "-9", "-f", "/usr/lib/postfix/sbin/master")
+        # Anchored: over ssh, sudo's own command line holds the pattern too.
+        lab.exec(active, "pkill", "-9", "-f", "^/usr/lib/postfix/sbin/master")
         wait_for(lambda: lab.holders() == [standby], 10, what=f"the floating IP on {standby}")
         attempts = traffic.wait()
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import http.client
 import json
+import shlex
 import smtplib
 import socket
 import ssl
@@ -139,6 +140,44 @@ def test_agents_statistics_and_dns_are_unreachable_from_outside(lab, outsider):
     assert outsider.run("connect", lab.balancer, "8404")["outcome"] == "timeout"
     assert reachable_from_controller(lab.balancer, 8404)
     assert outsider.run("dns", lab.vars["mailha_nameserver"], "mta.mailha.test")["outcome"] == "timeout"
+
+
+def lab_ssh(lab, host: str, *options: str, user: str | None = None) -> subprocess.CompletedProcess:
+    """ssh from the controller to a lab host with the inventory's login and `options` on top."""
+    host_vars = lab.hosts[host]
+    command = [
+        "ssh", "-F", "none", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "ControlMaster=no",
+        "-p", str(host_vars["ansible_port"]), *options,
+        *shlex.split(host_vars["ansible_ssh_common_args"]),
+        f"{user or host_vars['ansible_user']}@{host_vars['ansible_host']}", "true",
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_ssh_is_reachable_from_the_operators_network_only(lab, outsider):
+    """Every lab host runs sshd, as a rented server does; the host firewall admits
+    the controller (mailha_operator_networks) and drops everyone else."""
+    for host in lab.hosts:
+        address = lab.hosts[host]["mailha_address"]
+        assert outsider.run("connect", address, "22")["outcome"] == "timeout", host
+        assert reachable_from_controller(address, 22), f"the controller cannot reach {host}'s sshd"
+
+
+def test_ssh_takes_the_operator_key_only_and_never_root(lab):
+    """Keys only: a password is never asked; root cannot log in even with the
+    operator's key; an unknown host key is refused, not learnt."""
+    key = lab.hosts["mx1"]["ansible_ssh_private_key_file"]
+    with_key = ("-i", key, "-o", "IdentitiesOnly=yes")
+    assert lab_ssh(lab, "mx1", *with_key).returncode == 0
+    password = lab_ssh(lab, "mx1", "-o", "PreferredAuthentications=password,keyboard-interactive")
+    assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr, password.stderr
+    root = lab_ssh(lab, "mx1", *with_key, user="root")
+    assert root.returncode == 255 and "Permission denied" in root.stderr, root.stderr
+    empty = ("-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null")
+    stranger = lab_ssh(lab, "mx1", *with_key, *empty)
+    # ansible_ssh_common_args comes after these options and ssh keeps the first
+    # value: the strict check against an empty known_hosts must refuse.
+    assert stranger.returncode == 255 and "Host key verification failed" in stranger.stderr, stranger.stderr
 
 
 def test_the_webhook_receiver_takes_events_from_the_relays_and_the_controller_only(lab, outsider):

@@ -624,7 +624,7 @@ def test_unknown_node_names_on_the_command_line(inventory_path, node):
 
 
 def test_a_recipient_target_that_is_an_option_is_refused(inventory_path):
-    from mailha import lab
+    from mailha import hosts, lab
 
     def add_sink(data):
         sink = {"ansible_host": "--privileged", "mailha_address": "10.213.0.30", "mailha_fqdn": "sink.mailha.test"}
@@ -632,20 +632,20 @@ def test_a_recipient_target_that_is_an_option_is_refused(inventory_path):
 
     pair = pair_mod.load(_edit_inventory(inventory_path, add_sink))
     with pytest.raises(BadInput, match=r"sink.ansible_host is '--privileged'; it must be a container"):
-        lab.recipient_side(pair, lab.PodmanHosts(pair))
+        hosts.recipient_side(pair, lab.PodmanHosts(pair))
 
 
 def test_a_sink_index_line_that_is_no_object_is_one_error(inventory_path, monkeypatch):
     from subprocess import CompletedProcess
 
-    from mailha import lab
+    from mailha import hosts, lab
     from mailha.errors import MailhaError
 
-    hosts = lab.PodmanHosts(pair_mod.load(inventory_path))
+    podman = lab.PodmanHosts(pair_mod.load(inventory_path))
     answer = CompletedProcess([], 0, stdout='{"message_id": "<a@b>"}\n[1]\n', stderr="")
-    monkeypatch.setattr(hosts, "exec", lambda *args, **kwargs: answer)
+    monkeypatch.setattr(podman, "exec", lambda *args, **kwargs: answer)
     with pytest.raises(MailhaError, match="mailha-sink-index on mailha-sink: line 2 is not a JSON object"):
-        lab.RecipientSide(hosts, "mailha-sink").index()
-    monkeypatch.setattr(hosts, "pid", lambda target: "12 13")
+        hosts.RecipientSide(podman, "mailha-sink").index()
+    monkeypatch.setattr(podman, "pid", lambda target: "12 13")
     with pytest.raises(MailhaError, match="not a process id"):
-        hosts.link("mailha-mx1", up=False)
+        podman.cut("mailha-mx1", heal_after=300)

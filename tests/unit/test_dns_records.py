@@ -74,3 +74,16 @@ def test_servers_lists_names_and_addresses():
         {"name": "mx1", "address": "10.213.0.11"},
         {"name": "mx2", "address": "10.213.0.12"},
     ]
+
+
+def test_without_a_recipient_side_no_recipient_domain_and_no_bounce_mx():
+    """Servers you already have may run no sink: the zones still build, with no
+    zone for the (test) recipient domains and no MX for the sender domain."""
+    hosts = {name: host for name, host in HOSTS.items() if name != "sink"}
+    zones = dns_records.zones(hosts, **dict(ARGS, recipient_mx=None, sender_mx=None))
+    assert [z["name"] for z in zones if z["name"] == "inbox.test"] == []
+    forward = records(zones, "mailha.test")
+    assert ("news", "MX") not in forward
+    assert forward[("mta", "A")] == "10.213.0.100"
+    with_sink = dns_records.zones(HOSTS, **ARGS)
+    assert records(with_sink, "inbox.test") == {("@", "MX"): "10 sink.mailha.test."}

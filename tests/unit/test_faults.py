@@ -64,8 +64,18 @@ class RecordingHosts:
     def start(self, target):
         self._record("start", target)
 
-    def link(self, target, up):
-        self._record("link", target, up)
+    def cut(self, target, heal_after):
+        self._record("cut", target, heal_after)
+
+    def heal(self, target):
+        self._record("heal", target)
+
+    def power_problem(self):
+        return None
+
+    def read(self, target, path):
+        self._record("read", target, path)
+        return b""
 
     def booted(self, target):
         self._record("booted", target)
@@ -90,21 +100,24 @@ class RecordingWait:
 INJECT = {
     "mta-crash": [("exec", TARGET, "pkill", "-9", "-f", "^/usr/lib/postfix/sbin/master")],
     "host-down": [("stop", TARGET)],
-    "network-partition": [("link", TARGET, False)],
+    "network-partition": [("cut", TARGET, faults.PARTITION_HEAL_SECONDS)],
     "keepalived-crash": [("exec", TARGET, "pkill", "-9", "-x", "keepalived")],
     "vrrp-blocked": [("exec", TARGET, "nft", BLOCK)],
 }
 RESTORE = {
     "mta-crash": [("exec", TARGET, "systemctl", "restart", "postfix@-.service")],
     "host-down": [("start", TARGET), ("booted", TARGET), ("booted", TARGET)],  # booted: not yet, then yes
-    "network-partition": [("link", TARGET, True)],
+    "network-partition": [("heal", TARGET)],
     "keepalived-crash": [("exec", TARGET, "systemctl", "restart", "keepalived")],
     "vrrp-blocked": [("exec", TARGET, "nft", "delete table inet mailha_drill")],
 }
 LEFT_TO_DO = {
     "mta-crash": "start Postfix on mx1 (systemctl restart postfix@-.service)",
     "host-down": "start the host mx1",
-    "network-partition": "bring the network link of mx1 up",
+    "network-partition": (
+        "heal the partition of mx1 (it heals by itself 300s after the fault; "
+        "over ssh: nft delete table inet mailha_partition; nft delete table arp mailha_partition)"
+    ),
     "keepalived-crash": "start keepalived on mx1",
     "vrrp-blocked": "nft delete table inet mailha_drill on mx1",
 }
@@ -191,7 +204,7 @@ def lab_pair(tmp_path, state):  # noqa: F811
 
 def drill_on(monkeypatch, pair, scenario, hosts):
     hosts.targets = {name: node.target for name, node in pair.nodes.items()}
-    monkeypatch.setattr(drill, "PodmanHosts", lambda _pair: hosts)
+    monkeypatch.setattr(drill, "hosts_for", lambda _pair: hosts)
     monkeypatch.setattr(drill, "recipient_side", lambda _pair, _hosts: None)  # not used here
     said = []
     return drill.Drill(pair, drill.DrillSettings(scenario=scenario), echo=said.append), said
@@ -211,7 +224,7 @@ def test_the_drill_injects_and_restores_through_the_fault(monkeypatch, lab_pair,
 
 @pytest.mark.parametrize("scenario", HOST_FAULTS)
 def test_a_failed_restore_says_what_is_left_to_do(monkeypatch, lab_pair, scenario):
-    failing = {"host-down": "start", "network-partition": "link"}.get(scenario, "exec")
+    failing = {"host-down": "start", "network-partition": "heal"}.get(scenario, "exec")
     run, said = drill_on(monkeypatch, lab_pair, scenario, RecordingHosts(fail=failing))
     run.restore_or_say("mx1")
     left = LEFT_TO_DO[scenario]
@@ -292,3 +305,14 @@ def test_dkim_of_the_standbys_mail_is_checked_against_the_pairs_dns(dns_server, 
         resolver=probes.resolver("127.0.0.1", DNS_TIMEOUT, port=dns_server.port),
     )
     assert results == {"<good@x>": True, "<tampered@x>": False, "<bare@x>": False}
+
+
+def test_host_down_is_refused_before_anything_where_hosts_cannot_be_powered(monkeypatch, lab_pair):
+    from mailha.errors import BadInput
+
+    hosts = RecordingHosts()
+    hosts.power_problem = lambda: "host-down powers a relay off and on, and this environment has no way to"
+    with pytest.raises(BadInput, match=r"^drill host-down: host-down powers a relay off and on"):
+        drill_on(monkeypatch, lab_pair, "host-down", hosts)
+    assert hosts.calls == []
+    drill_on(monkeypatch, lab_pair, "mta-crash", hosts)  # the other faults need no power

@@ -53,11 +53,26 @@ def test_existing_provision_runs_terraform_inventory_and_site_only(checkout):
     assert steps[0].startswith("scripts/bootstrap-host.sh --controller ")
     assert steps[1:] == [
         "terraform -chdir=terraform/environments/existing init -input=false >/dev/null",
-        "terraform -chdir=terraform/environments/existing apply -input=false -auto-approve",
+        "terraform -chdir=terraform/environments/existing apply -input=false -auto-approve"
+        f" -var-file={checkout}/terraform/environments/existing/terraform.tfvars",
         "mailha inventory --terraform-dir terraform/environments/existing --inventory inventories/existing/hosts.yml",
         "ansible-playbook -i inventories/existing/hosts.yml playbooks/site.yml",
     ]
     assert not any(lab in result.stdout for lab in LAB_ONLY)
+
+
+def test_settings_and_inventory_can_live_elsewhere(checkout):
+    """make lab-as-existing provisions the lab's servers as ENV=existing from a
+    tfvars file of its own into an inventory of its own."""
+    (checkout / "elsewhere.tfvars.json").write_text("{}")
+    result = make(
+        checkout, "-n", "provision", "ENV=existing", f"TFVARS={checkout}/elsewhere.tfvars.json", "INVENTORY=inv/x.yml"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"-var-file={checkout}/elsewhere.tfvars.json" in result.stdout
+    assert "--inventory inv/x.yml" in result.stdout and "ansible-playbook -i inv/x.yml" in result.stdout
+    missing = make(checkout, "-n", "provision", "ENV=existing", "TFVARS=/nonexistent.tfvars")
+    assert missing.returncode == 2 and "/nonexistent.tfvars is missing" in missing.stderr
 
 
 def test_lab_provision_keeps_its_lab_steps(checkout):

@@ -55,6 +55,13 @@ def test_each_caller_gives_the_job_every_key_it_declares(role):
     assert passed["variable_prefix"] == role
 
 
+def test_the_drill_timer_offers_every_scenario_the_cli_has():
+    from mailha import faults
+
+    options = load(ROLES / "drill_timer" / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert tuple(options["drill_timer_scenario"]["choices"]) == faults.SCENARIOS
+
+
 def test_preflight_warnings_are_the_units_only_success_code():
     assert job_passed_by("preflight_timer")["success_exit_status"] == [EXIT_CODES[WARN]]
     assert job_passed_by("drill_timer")["success_exit_status"] == []

@@ -27,8 +27,10 @@ module "contract" {
   environment = "existing"
   connection  = "ssh"
   ssh = {
-    user = var.ssh_user
-    port = var.ssh_port
+    user             = var.ssh_user
+    port             = var.ssh_port
+    private_key_file = var.ssh_private_key_file
+    known_hosts_file = var.ssh_known_hosts_file
   }
   network = {
     cidr    = var.network_cidr

@@ -226,6 +226,28 @@ variable "ssh_port" {
   }
 }
 
+variable "ssh_private_key_file" {
+  description = "Optional: the private key Ansible and mailha log in with (absolute path); null: ssh's own choice (the agent, ~/.ssh/id_*)."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ssh_private_key_file == null ? true : startswith(var.ssh_private_key_file, "/")
+    error_message = "ssh_private_key_file must be an absolute path, such as /home/you/.ssh/id_ed25519."
+  }
+}
+
+variable "ssh_known_hosts_file" {
+  description = "Optional: a known_hosts file that holds the servers' host keys (absolute path), checked strictly; null: ~/.ssh/known_hosts."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.ssh_known_hosts_file == null ? true : startswith(var.ssh_known_hosts_file, "/")
+    error_message = "ssh_known_hosts_file must be an absolute path, such as /home/you/.ssh/known_hosts."
+  }
+}
+
 variable "dns_zone" {
   description = "The DNS zone that holds the servers' names and the sending identity, e.g. example.com; updated over RFC 2136 at a failover."
   type        = string

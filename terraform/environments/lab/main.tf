@@ -37,6 +37,16 @@ locals {
   mail_sysctls      = { "net.ipv4.ip_nonlocal_bind" = "1" }
   # Every other host loads its own host firewall (nftables) and nothing more.
   host_capabilities = ["NET_ADMIN"]
+
+  # Ansible and mailha reach every host over SSH as on rented servers; the
+  # known_hosts file holds the keys the hosts made on their first boot.
+  secrets_dir = abspath(startswith(var.secrets_dir, "/") ? var.secrets_dir : "${path.module}/${var.secrets_dir}")
+  ssh = {
+    user             = var.ssh_user
+    port             = 22
+    private_key_file = "${local.secrets_dir}/id_ed25519"
+    known_hosts_file = "${local.secrets_dir}/known_hosts"
+  }
 }
 
 module "network" {
@@ -59,13 +69,19 @@ module "host" {
   capabilities  = contains(local.groups[each.key], "mail") ? local.mail_capabilities : local.host_capabilities
   sysctls       = contains(local.groups[each.key], "mail") ? local.mail_sysctls : {}
   podman_script = local.podman_script
+  login = {
+    user        = var.ssh_user
+    public_key  = var.ssh_public_key
+    known_hosts = local.ssh.known_hosts_file
+  }
 }
 
 module "contract" {
   source = "../../modules/mailha_contract"
 
   environment = "lab"
-  connection  = "podman"
+  connection  = "ssh"
+  ssh         = local.ssh
   network = {
     cidr    = var.network_cidr
     gateway = module.network.gateway
@@ -86,7 +102,7 @@ module "contract" {
     for host, address in local.addresses : host => {
       address       = address
       fqdn          = "${host}.${var.domain}"
-      target        = module.host[host].name
+      target        = address
       groups        = local.groups[host]
       vrrp_priority = try(local.vrrp[host].priority, null)
       vrrp_state    = try(local.vrrp[host].state, null)

@@ -51,3 +51,30 @@ variable "primary" {
     error_message = "primary must be \"mx1\" or \"mx2\"."
   }
 }
+
+variable "ssh_public_key" {
+  description = "The operator's OpenSSH public key; every lab host accepts it for ssh_user (make provision passes .lab/secrets/lab/id_ed25519.pub)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+", var.ssh_public_key))
+    error_message = "ssh_public_key must be an OpenSSH public key (ssh-ed25519 AAAA...); make provision makes one in .lab/secrets/lab/."
+  }
+}
+
+variable "ssh_user" {
+  description = "The login user on every lab host, with sudo, as a VPS's default user (root cannot log in)."
+  type        = string
+  default     = "mailha"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh_user)) && var.ssh_user != "root"
+    error_message = "ssh_user must be a login name other than root (1 to 32 of a-z, 0-9, '_' and '-')."
+  }
+}
+
+variable "secrets_dir" {
+  description = "Where the operator key (id_ed25519) and the lab's known_hosts live; mailha reads the lab's secrets there too."
+  type        = string
+  default     = "../../../.lab/secrets/lab"
+}

@@ -19,16 +19,25 @@ variable "connection" {
 }
 
 variable "ssh" {
-  description = "How Ansible logs in over ssh: user and port, the same on every host. Required with connection ssh, null with podman."
+  description = "How Ansible and mailha log in over ssh, the same on every host: user, port, and optionally the private key and the known_hosts file (else ssh's own defaults: the agent, ~/.ssh). Required with connection ssh, null with podman."
   type = object({
-    user = string
-    port = number
+    user             = string
+    port             = number
+    private_key_file = optional(string)
+    known_hosts_file = optional(string)
   })
   default = null
 
   validation {
     condition     = var.ssh == null ? true : can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.ssh.user))
     error_message = "ssh.user must be a login name: 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or '_'."
+  }
+
+  validation {
+    condition = var.ssh == null ? true : alltrue([
+      for file in [var.ssh.private_key_file, var.ssh.known_hosts_file] : file == null ? true : startswith(file, "/")
+    ])
+    error_message = "ssh.private_key_file and ssh.known_hosts_file must be absolute paths (the inventory is read from any directory)."
   }
 
   validation {

@@ -6,7 +6,10 @@ locals {
 }
 
 resource "terraform_data" "host" {
-  triggers_replace = [var.name, var.image, var.network, var.address, var.hostname, local.dns, local.caps, local.sysctls]
+  triggers_replace = [
+    var.name, var.image, var.network, var.address, var.hostname, local.dns, local.caps, local.sysctls,
+    var.login.user, var.login.public_key,
+  ]
 
   input = {
     name   = var.name
@@ -18,6 +21,12 @@ resource "terraform_data" "host" {
       var.podman_script, "host-create", var.name, var.image, var.network,
       var.address, var.hostname, local.dns, local.caps, local.sysctls,
     ])
+  }
+
+  # The lab's cloud-init: the login user, the key, sshd and known_hosts.
+  provisioner "local-exec" {
+    command     = join(" ", [var.podman_script, "host-login", var.name, var.address, var.login.user, var.login.known_hosts])
+    environment = { MAILHA_SSH_PUBLIC_KEY = var.login.public_key }
   }
 
   provisioner "local-exec" {

@@ -55,3 +55,22 @@ variable "podman_script" {
   description = "Path of scripts/lab-podman.sh, which performs the podman calls."
   type        = string
 }
+
+variable "login" {
+  description = "The SSH login the host is made with, as cloud-init makes it on a VPS: user (sudo, no password), the operator's public key, and the known_hosts file that receives the host's key."
+  type = object({
+    user        = string
+    public_key  = string
+    known_hosts = string
+  })
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_-]{0,31}$", var.login.user)) && var.login.user != "root"
+    error_message = "login.user must be a login name other than root (1 to 32 of a-z, 0-9, '_' and '-')."
+  }
+
+  validation {
+    condition     = can(regex("^ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+", var.login.public_key))
+    error_message = "login.public_key must be an OpenSSH public key (ssh-ed25519 AAAA...)."
+  }
+}

@@ -1,15 +1,36 @@
 # Offline tests of the lab environment: plans only, so no container is made.
 
 variables {
-  image = "localhost/mailha-lab:test"
+  image          = "localhost/mailha-lab:test"
+  ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA test@lab"
 }
 
 run "default_lab_follows_the_contract" {
   command = plan
 
   assert {
-    condition     = output.mailha.environment == "lab" && output.mailha.connection == "podman"
-    error_message = "the lab must announce itself as environment lab with the podman connection"
+    condition     = output.mailha.environment == "lab" && output.mailha.connection == "ssh"
+    error_message = "the lab must announce itself as environment lab, reached over ssh"
+  }
+
+  assert {
+    condition = (
+      output.mailha.ssh.user == "mailha" && output.mailha.ssh.port == 22
+      && endswith(output.mailha.ssh.private_key_file, "/.lab/secrets/lab/id_ed25519")
+      && endswith(output.mailha.ssh.known_hosts_file, "/.lab/secrets/lab/known_hosts")
+      && startswith(output.mailha.ssh.known_hosts_file, "/")
+    )
+    error_message = "the lab's login must be the sudo user mailha with the operator key and the lab's known_hosts, as absolute paths"
+  }
+
+  assert {
+    condition     = alltrue([for name, host in output.mailha.hosts : host.target == host.address])
+    error_message = "ssh must reach every lab host at its address"
+  }
+
+  assert {
+    condition     = contains(keys(output.containers), "mx1") && length(output.containers) == 5
+    error_message = "the containers output must name every lab host's container"
   }
 
   assert {
@@ -90,4 +111,24 @@ run "rejects_a_missing_image" {
   }
 
   expect_failures = [var.image]
+}
+
+run "root_cannot_be_the_login" {
+  command = plan
+
+  variables {
+    ssh_user = "root"
+  }
+
+  expect_failures = [var.ssh_user]
+}
+
+run "a_public_key_is_required_in_openssh_form" {
+  command = plan
+
+  variables {
+    ssh_public_key = "-----BEGIN PUBLIC KEY-----"
+  }
+
+  expect_failures = [var.ssh_public_key]
 }
