@@ -106,3 +106,14 @@ def test_help_names_what_each_environment_reads(checkout):
     assert result.returncode == 0
     assert "ENV=lab" in result.stdout
     assert "ENV=existing" in result.stdout and "terraform/environments/existing/terraform.tfvars" in result.stdout
+
+
+def test_the_lab_as_existing_reads_the_labs_settings():
+    """`make lab-as-existing` describes the lab's own servers: its inventory
+    must see the lab's group_vars (test domains, sink, power hook), through a
+    link, not a copy that drifts. A link stored as a plain file leaves
+    site.yml refusing for want of mailha_sender_domain."""
+    group_vars = REPO / "inventories" / "lab-existing" / "group_vars"
+    assert group_vars.is_symlink()
+    assert group_vars.resolve() == (REPO / "inventories" / "lab" / "group_vars").resolve()
+    assert (group_vars / "all" / "mailha.yml").is_file()
