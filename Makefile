@@ -14,6 +14,16 @@ TFVARS ?= $(TF_DIR)/terraform.tfvars
 # its cloud-init installs (scripts/lab-podman.sh operator-key makes it once).
 LAB_SECRETS := .lab/secrets/lab
 LAB_KEY := $(LAB_SECRETS)/id_ed25519
+# Hetzner Cloud: the relays' SSH host keys, made here before the servers
+# exist (scripts/hcloud-host-keys.sh), and the known_hosts that names them.
+# HCLOUD_RELAYS must be the relays of terraform.tfvars (default mx1 mx2).
+HCLOUD_SECRETS := $(CURDIR)/.lab/secrets/hcloud
+HCLOUD_RELAYS ?= mx1 mx2
+HCLOUD_VARS = -var-file=$(abspath $(TFVARS)) -var-file=$(HCLOUD_SECRETS)/host-keys.tfvars.json \
+  -var ssh_known_hosts_file=$(HCLOUD_SECRETS)/known_hosts
+# The schema-only hcloud provider stand-in (terraform/providers/hcloud) and
+# the CLI configuration that serves it, for offline validate and test only.
+STANDIN_DIR := $(CURDIR)/.lab/terraform-standin
 ROLES ?= $(notdir $(wildcard roles/*))
 PYTEST_ARGS ?=
 # Molecule scenarios run side by side (scripts/molecule-roles.sh). One after
@@ -37,7 +47,8 @@ help: ## List the targets and what each environment reads
 	@printf '\nEnvironments (ENV, default lab) for provision, converge, destroy:\n'
 	@printf '  %-21s %s\n' \
 	  'ENV=lab' 'podman containers on this machine; reads no settings (terraform/environments/lab/variables.tf defaults)' \
-	  'ENV=existing' 'servers you rent already; reads terraform/environments/existing/terraform.tfvars (copy terraform.tfvars.example)'
+	  'ENV=existing' 'servers you rent already; reads terraform/environments/existing/terraform.tfvars (copy terraform.tfvars.example)' \
+	  'ENV=hcloud' 'Hetzner Cloud (makes servers, floating IP, load balancer); reads terraform/environments/hcloud/terraform.tfvars and HCLOUD_TOKEN'
 
 .PHONY: deps
 deps: ## Install host packages and the pinned virtual environment
@@ -48,12 +59,20 @@ image: deps ## Build the lab image (reused while its package list is unchanged)
 	@scripts/build-image.sh >/dev/null
 
 .PHONY: provision
-provision: $(if $(filter lab,$(ENV)),image,settings controller-deps) ## Build the lab (ENV=existing: check the settings) with Terraform, write the inventory, configure it (site.yml)
+provision: $(if $(filter lab,$(ENV)),image,settings $(if $(filter hcloud,$(ENV)),hcloud-token) controller-deps) ## Build the lab (ENV=existing: check the settings; ENV=hcloud: make the servers) with Terraform, write the inventory, configure it (site.yml)
 ifeq ($(ENV),lab)
 	@$(MAKE) lab-hosts
 	@mailha inventory --terraform-dir $(TF_DIR) --inventory $(INVENTORY)
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	@scripts/lab-summary.sh $(INVENTORY)
+else ifeq ($(ENV),hcloud)
+	@scripts/hcloud-host-keys.sh $(HCLOUD_SECRETS) $(HCLOUD_RELAYS)
+	@terraform -chdir=$(TF_DIR) init -input=false >/dev/null
+	@terraform -chdir=$(TF_DIR) apply -input=false -auto-approve $(HCLOUD_VARS)
+	@terraform -chdir=$(TF_DIR) output -raw known_hosts > $(HCLOUD_SECRETS)/known_hosts
+	@mailha inventory --terraform-dir $(TF_DIR) --inventory $(INVENTORY)
+	@ansible all -i $(INVENTORY) -m ansible.builtin.wait_for_connection -a timeout=600 >/dev/null
+	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 else
 	@terraform -chdir=$(TF_DIR) init -input=false >/dev/null
 	@terraform -chdir=$(TF_DIR) apply -input=false -auto-approve -var-file=$(abspath $(TFVARS))
@@ -79,6 +98,12 @@ lab-hosts: image ## The lab's network and containers only (what a cloud's API ma
 known-env:
 	$(if $(wildcard $(TF_DIR)/*.tf),,$(error ENV=$(ENV): $(TF_DIR) is no Terraform environment; the environments are $(notdir $(wildcard terraform/environments/*))))
 
+# The provider reads the token from the environment; it is no Terraform
+# variable, so it never reaches a file, the state or a server.
+.PHONY: hcloud-token
+hcloud-token:
+	$(if $(HCLOUD_TOKEN),,$(error ENV=hcloud: HCLOUD_TOKEN is not set; export a read/write API token of your Hetzner Cloud project (never put it in terraform.tfvars)))
+
 .PHONY: settings
 settings: known-env
 	$(if $(wildcard $(TFVARS)),,$(error ENV=$(ENV): $(TFVARS) is missing; copy terraform.tfvars.example to terraform.tfvars and fill it in))
@@ -93,13 +118,16 @@ converge: ## Run playbooks/site.yml against the existing inventory
 	@ansible-playbook -i $(INVENTORY) playbooks/site.yml
 
 .PHONY: destroy
-destroy: $(if $(filter lab,$(ENV)),,known-env) ## Remove everything the lab made (containers, network, Terraform state); ENV=existing: only the state and inventory
+destroy: $(if $(filter lab,$(ENV)),,known-env) $(if $(filter hcloud,$(ENV)),settings hcloud-token) ## Remove everything the lab made (containers, network, Terraform state); ENV=existing: only the state and inventory; ENV=hcloud: asks, then deletes what Terraform made
 ifeq ($(ENV),lab)
 	@if [[ -d $(TF_DIR)/.terraform ]]; then \
 	  image=$$(scripts/build-image.sh --print-ref); \
 	  key=$$(cat $(LAB_KEY).pub 2>/dev/null || echo "ssh-ed25519 AAAAgone"); \
 	  terraform -chdir=$(TF_DIR) destroy -input=false -auto-approve -var image=$$image -var ssh_public_key="$$key"; \
 	fi
+	@rm -f $(INVENTORY)
+else ifeq ($(ENV),hcloud)
+	@terraform -chdir=$(TF_DIR) destroy -input=true $(HCLOUD_VARS)
 	@rm -f $(INVENTORY)
 else
 	@rm -f $(TF_DIR)/terraform.tfstate $(TF_DIR)/terraform.tfstate.backup $(INVENTORY)
@@ -120,9 +148,16 @@ rules-test: deps ## promtool: check and unit-test the alert rules (monitoring/pr
 	promtool test rules monitoring/prometheus/tests/*.yml
 
 .PHONY: tf-test
-tf-test: deps ## terraform validate and terraform test, offline
+tf-test: deps ## terraform validate and terraform test, offline (hcloud with the schema-only provider stand-in)
+	@scripts/hcloud-standin.sh $(VENV)/bin/python $(STANDIN_DIR)
 	@for dir in terraform/environments/*/; do \
-	  terraform -chdir=$$dir init -input=false -backend=false >/dev/null; \
+	  if grep -qs 'hetznercloud/hcloud' $$dir/versions.tf; then \
+	    export TF_CLI_CONFIG_FILE=$(STANDIN_DIR)/cli.tfrc; \
+	    terraform -chdir=$$dir get >/dev/null; \
+	  else \
+	    export TF_CLI_CONFIG_FILE=$(TF_CLI_CONFIG_FILE); \
+	    terraform -chdir=$$dir init -input=false -backend=false >/dev/null; \
+	  fi; \
 	  terraform -chdir=$$dir validate -no-color; \
 	  terraform -chdir=$$dir test -no-color; \
 	done

@@ -156,6 +156,58 @@ def test_malformed_contracts_name_the_field(changes, message):
     assert caught.value.exit_code == 2
 
 
+def hcloud_contract(**changes):
+    """A managed load balancer (no host), updates through Hetzner's DNS API and a floating IP moved by the API."""
+    data = contract(**changes)
+    del data["hosts"]["lb"]
+    data["load_balancer"].update(kind="hcloud", address="198.51.100.20", source_address="10.213.0.20")
+    data["dns"]["updates"] = "hcloud"
+    data["mover"] = {"kind": "hcloud", "floating_ip_id": "4711", "server_ids": {"mx1": "101", "mx2": "102"}}
+    return data
+
+
+def test_the_optional_fields_left_at_their_defaults_change_nothing():
+    defaults = contract(
+        load_balancer__kind="haproxy", load_balancer__source_address=None, dns__updates="rfc2136", mover=None
+    )
+    assert inventory.build(defaults) == inventory.build(CONTRACT)
+
+
+def test_a_managed_load_balancer_is_no_host_and_its_settings_reach_the_playbooks():
+    inv = inventory.build(hcloud_contract())
+    all_vars = inv["all"]["vars"]
+    assert "loadbalancer" not in inv["all"]["children"]
+    assert all_vars["mailha_load_balancer_kind"] == "hcloud"
+    assert all_vars["mailha_load_balancer_address"] == "198.51.100.20"
+    assert all_vars["mailha_load_balancer_source_address"] == "10.213.0.20"
+    assert all_vars["mailha_dns_updates"] == "hcloud"
+    assert all_vars["mailha_floating_ip_mover"] == {
+        "kind": "hcloud",
+        "floating_ip_id": "4711",
+        "server_ids": {"mx1": "101", "mx2": "102"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["load_balancer"].update(kind="nginx"), "load_balancer.kind must be one of haproxy, hcloud"),
+        (lambda c: c["load_balancer"].update(source_address="lb"), "load_balancer.source_address is not an IP"),
+        (lambda c: c["hosts"].update(lb=CONTRACT["hosts"]["lb"]), "a hcloud load balancer is no host"),
+        (lambda c: c["mover"].update(kind="aws"), "mover.kind must be one of hcloud"),
+        (lambda c: c["mover"]["server_ids"].pop("mx2"), "mover.server_ids must name exactly the mail hosts mx1, mx2"),
+        (lambda c: c["mover"].update(floating_ip_id="12;id"), "mover.floating_ip_id is '12;id'; it must be a numeric"),
+        (lambda c: c["mover"]["server_ids"].update(mx1=101), "mover.server_ids.mx1 is 101; it must be a numeric id"),
+    ],
+)
+def test_malformed_cloud_fields_name_the_field(change, message):
+    data = hcloud_contract()
+    change(data)
+    with pytest.raises(BadInput) as caught:
+        inventory.build(data)
+    assert message in caught.value.message
+
+
 def test_contract_that_is_not_an_object():
     with pytest.raises(BadInput, match="must be an object, not list"):
         inventory.build([])

@@ -1,6 +1,7 @@
 """What `make provision` and `make destroy` do per ENV, read with `make -n`
 (nothing runs) in a copy of the Makefile beside stand-in environments."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ def checkout(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not on PATH")
     shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
-    for env in ("lab", "existing"):
+    for env in ("lab", "existing", "hcloud"):
         directory = tmp_path / "terraform" / "environments" / env
         directory.mkdir(parents=True)
         (directory / "main.tf").write_text("")
@@ -42,7 +43,7 @@ def test_an_unknown_environment_is_refused(checkout):
     result = make(checkout, "-n", "provision", "ENV=cloud")
     assert result.returncode == 2
     assert "ENV=cloud: terraform/environments/cloud is no Terraform environment" in result.stderr
-    assert "the environments are existing lab" in result.stderr
+    assert "the environments are existing hcloud lab" in result.stderr
 
 
 def test_existing_provision_runs_terraform_inventory_and_site_only(checkout):
@@ -106,6 +107,8 @@ def test_help_names_what_each_environment_reads(checkout):
     assert result.returncode == 0
     assert "ENV=lab" in result.stdout
     assert "ENV=existing" in result.stdout and "terraform/environments/existing/terraform.tfvars" in result.stdout
+    assert "ENV=hcloud" in result.stdout
+    assert "terraform/environments/hcloud/terraform.tfvars and HCLOUD_TOKEN" in result.stdout
 
 
 def test_the_lab_as_existing_reads_the_labs_settings():
@@ -117,3 +120,56 @@ def test_the_lab_as_existing_reads_the_labs_settings():
     assert group_vars.is_symlink()
     assert group_vars.resolve() == (REPO / "inventories" / "lab" / "group_vars").resolve()
     assert (group_vars / "all" / "mailha.yml").is_file()
+
+
+FAKE_TOKEN = "not-a-token"  # noqa: S105 - no secret: make only checks that one is set
+
+
+def hcloud_make(checkout: Path, *args: str, with_token: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HCLOUD_TOKEN"}
+    if with_token:
+        env["HCLOUD_TOKEN"] = FAKE_TOKEN
+    return subprocess.run(["make", *args], cwd=checkout, capture_output=True, text=True, check=False, env=env)
+
+
+def test_hcloud_without_a_token_says_so_in_one_line_before_anything_runs(checkout):
+    (checkout / "terraform/environments/hcloud/terraform.tfvars").write_text("")
+    result = hcloud_make(checkout, "-n", "provision", "ENV=hcloud", with_token=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "ENV=hcloud: HCLOUD_TOKEN is not set" in result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_hcloud_provision_makes_host_keys_then_goes_the_way_of_existing(checkout):
+    (checkout / "terraform/environments/hcloud/terraform.tfvars").write_text("")
+    result = hcloud_make(checkout, "-n", "provision", "ENV=hcloud")
+    assert result.returncode == 0, result.stderr
+    steps = result.stdout.splitlines()
+    secrets = f"{checkout}/.lab/secrets/hcloud"
+    variables = (
+        f"-var-file={checkout}/terraform/environments/hcloud/terraform.tfvars"
+        f" -var-file={secrets}/host-keys.tfvars.json -var ssh_known_hosts_file={secrets}/known_hosts"
+    )
+    assert steps[0].startswith("scripts/bootstrap-host.sh --controller ")
+    assert steps[1:] == [
+        f"scripts/hcloud-host-keys.sh {secrets} mx1 mx2",
+        "terraform -chdir=terraform/environments/hcloud init -input=false >/dev/null",
+        f"terraform -chdir=terraform/environments/hcloud apply -input=false -auto-approve {variables}",
+        f"terraform -chdir=terraform/environments/hcloud output -raw known_hosts > {secrets}/known_hosts",
+        "mailha inventory --terraform-dir terraform/environments/hcloud --inventory inventories/hcloud/hosts.yml",
+        "ansible all -i inventories/hcloud/hosts.yml -m ansible.builtin.wait_for_connection -a timeout=600 >/dev/null",
+        "ansible-playbook -i inventories/hcloud/hosts.yml playbooks/site.yml",
+    ]
+    assert not any(lab in result.stdout for lab in LAB_ONLY)
+    assert FAKE_TOKEN not in result.stdout
+
+
+def test_hcloud_destroy_asks_terraform_and_keeps_the_settings(checkout):
+    (checkout / "terraform/environments/hcloud/terraform.tfvars").write_text("")
+    result = hcloud_make(checkout, "-n", "destroy", "ENV=hcloud")
+    assert result.returncode == 0, result.stderr
+    destroy = [line for line in result.stdout.splitlines() if " destroy " in line]
+    assert len(destroy) == 1 and "-auto-approve" not in destroy[0] and "-input=true" in destroy[0]
+    assert "rm -f inventories/hcloud/hosts.yml" in result.stdout
+    assert not any(line.startswith("rm ") and "terraform.tf" in line for line in result.stdout.splitlines())

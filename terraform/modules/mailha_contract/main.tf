@@ -13,5 +13,6 @@ locals {
     dns           = var.dns
     load_balancer = var.load_balancer
     hosts         = var.hosts
+    mover         = var.mover
   }
 }

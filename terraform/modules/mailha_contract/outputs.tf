@@ -14,8 +14,18 @@ output "contract" {
   }
 
   precondition {
-    condition     = contains(keys(var.hosts), var.load_balancer.host)
-    error_message = "load_balancer.host ${var.load_balancer.host} must be one of the hosts."
+    condition     = var.load_balancer.kind != "haproxy" || contains(keys(var.hosts), var.load_balancer.host)
+    error_message = "load_balancer.host ${var.load_balancer.host} must be one of the hosts (kind haproxy: mailha configures it)."
+  }
+
+  precondition {
+    condition     = var.load_balancer.kind != "hcloud" || !contains(keys(var.hosts), var.load_balancer.host)
+    error_message = "load_balancer.host ${var.load_balancer.host} names a host, but a load balancer of kind hcloud is a cloud service, not a host mailha configures."
+  }
+
+  precondition {
+    condition     = var.mover == null ? true : sort(keys(var.mover.server_ids)) == sort(keys(local.mail_hosts))
+    error_message = "mover.server_ids must hold exactly the mail hosts (${join(", ", sort(keys(local.mail_hosts)))}): the mover assigns the floating IP to them."
   }
 
   precondition {

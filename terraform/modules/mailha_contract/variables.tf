@@ -75,13 +75,19 @@ variable "floating_ip" {
 }
 
 variable "dns" {
-  description = "DNS names: zone, authoritative nameserver address, sending host, submission host."
+  description = "DNS names: zone, authoritative nameserver address, sending host, submission host; optionally how the zone's records are changed (updates: rfc2136, TSIG-signed dynamic updates to the nameserver; hcloud, Hetzner's DNS API)."
   type = object({
     zone            = string
     nameserver      = string
     sending_host    = string
     submission_host = string
+    updates         = optional(string, "rfc2136")
   })
+
+  validation {
+    condition     = contains(["rfc2136", "hcloud"], var.dns.updates)
+    error_message = "dns.updates must be \"rfc2136\" (dynamic updates to the nameserver) or \"hcloud\" (Hetzner's DNS API)."
+  }
 
   validation {
     condition = alltrue([
@@ -105,11 +111,13 @@ variable "dns" {
 }
 
 variable "load_balancer" {
-  description = "The load balancer: its host key, address and the ports it serves."
+  description = "The load balancer: its host key (kind haproxy) or name (kind hcloud), the address clients submit to, the ports it serves; optionally its kind (haproxy: a host of the inventory that mailha configures; hcloud: Hetzner's managed load balancer, no host) and the address the relays see its connections and health checks come from (source_address; null: address)."
   type = object({
-    host    = string
-    address = string
-    ports   = list(number)
+    host           = string
+    address        = string
+    ports          = list(number)
+    kind           = optional(string, "haproxy")
+    source_address = optional(string)
   })
 
   validation {
@@ -125,6 +133,40 @@ variable "load_balancer" {
   validation {
     condition     = length(var.load_balancer.ports) > 0 && alltrue([for p in var.load_balancer.ports : p == floor(p) && p >= 1 && p <= 65535])
     error_message = "load_balancer.ports must be a non-empty list of TCP ports (1-65535)."
+  }
+
+  validation {
+    condition     = contains(["haproxy", "hcloud"], var.load_balancer.kind)
+    error_message = "load_balancer.kind must be \"haproxy\" (a host mailha configures) or \"hcloud\" (Hetzner's managed load balancer)."
+  }
+
+  validation {
+    condition = var.load_balancer.source_address == null ? true : (
+      can(cidrhost("${var.load_balancer.source_address}/32", 0)) || can(cidrhost("${var.load_balancer.source_address}/128", 0))
+    )
+    error_message = "load_balancer.source_address must be an IP address (or null: the load balancer connects from its address)."
+  }
+}
+
+variable "mover" {
+  description = "How the floating IP moves when keepalived hands it over: null where the network lets the relays claim it themselves (gratuitous ARP); on a cloud that routes it through its API, the cloud (kind), the floating IP's id and each mail host's server id, which the relays' mover passes to the API."
+  type = object({
+    kind           = string
+    floating_ip_id = string
+    server_ids     = map(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.mover == null ? true : var.mover.kind == "hcloud"
+    error_message = "mover.kind must be \"hcloud\" (the one cloud mailha moves a floating IP on through its API)."
+  }
+
+  validation {
+    condition = var.mover == null ? true : alltrue([
+      for id in concat([var.mover.floating_ip_id], values(var.mover.server_ids)) : can(regex("^[1-9][0-9]{0,18}$", id))
+    ])
+    error_message = "mover.floating_ip_id and mover.server_ids must be the cloud's numeric ids (decimal digits)."
   }
 }
 

@@ -673,3 +673,141 @@ run "rejects_an_ssh_port_out_of_range" {
 
   expect_failures = [var.ssh]
 }
+
+run "the_optional_cloud_fields_default_to_a_haproxy_host_and_no_mover" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  assert {
+    condition = (
+      output.contract.load_balancer.kind == "haproxy" && output.contract.load_balancer.source_address == null &&
+      output.contract.dns.updates == "rfc2136" && output.contract.mover == null
+    )
+    error_message = "without the optional fields the contract must describe a HAProxy host, RFC 2136 updates and no mover"
+  }
+}
+
+run "accepts_a_managed_load_balancer_that_is_no_host_with_a_mover" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    load_balancer = {
+      host           = "mailha-lb"
+      address        = "198.51.100.20"
+      source_address = "10.213.0.20"
+      ports          = [25, 587]
+      kind           = "hcloud"
+    }
+    mover = {
+      kind           = "hcloud"
+      floating_ip_id = "4711"
+      server_ids     = { mx1 = "101", mx2 = "102" }
+    }
+  }
+
+  assert {
+    condition     = output.contract.load_balancer.source_address == "10.213.0.20" && output.contract.mover.server_ids["mx2"] == "102"
+    error_message = "the managed load balancer and the mover must pass through to the contract"
+  }
+}
+
+run "rejects_a_managed_load_balancer_named_like_a_host" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    load_balancer = {
+      host    = "lb"
+      address = "198.51.100.20"
+      ports   = [25, 587]
+      kind    = "hcloud"
+    }
+  }
+
+  expect_failures = [output.contract]
+}
+
+run "rejects_an_unknown_load_balancer_kind" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    load_balancer = {
+      host    = "lb"
+      address = "10.213.0.20"
+      ports   = [25, 587]
+      kind    = "nginx"
+    }
+  }
+
+  expect_failures = [var.load_balancer]
+}
+
+run "rejects_a_mover_without_every_mail_host" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    mover = {
+      kind           = "hcloud"
+      floating_ip_id = "4711"
+      server_ids     = { mx1 = "101" }
+    }
+  }
+
+  expect_failures = [output.contract]
+}
+
+run "rejects_a_mover_id_that_is_no_number" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    mover = {
+      kind           = "hcloud"
+      floating_ip_id = "fip-1"
+      server_ids     = { mx1 = "101", mx2 = "102" }
+    }
+  }
+
+  expect_failures = [var.mover]
+}
+
+run "rejects_unknown_dns_updates" {
+  command = plan
+
+  module {
+    source = "../../modules/mailha_contract"
+  }
+
+  variables {
+    dns = {
+      zone            = "mailha.test"
+      nameserver      = "10.213.0.10"
+      sending_host    = "mta.mailha.test"
+      submission_host = "smtp.mailha.test"
+      updates         = "route53"
+    }
+  }
+
+  expect_failures = [var.dns]
+}
