@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -331,9 +332,9 @@ def test_the_standin_accepts_what_the_environment_sets(standin):
 
 @pytest.fixture
 def cli_config(tmp_path):
-    python = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" / "python"
-    if not python.is_file():
-        python = Path(shutil.which("python3") or "/usr/bin/python3")
+    # The interpreter running the tests has `tf` (the stand-in's package),
+    # whether or not its virtual environment is activated.
+    python = Path(sys.executable)
     subprocess.run([str(REPO / "scripts" / "hcloud-standin.sh"), str(python), str(tmp_path / "standin")], check=True)
     return tmp_path / "standin", python
 
