@@ -104,6 +104,7 @@ class Request:
     status: int = 0
     error: str | None = None
     time: float = 0.0
+    headers: dict = field(default_factory=dict)  # the answer's extra headers (RateLimit-*)
 
 
 @dataclass
@@ -333,7 +334,7 @@ class FakeHcloud:
         with self._lock:
             self.requests.append(record)
         status, document, extra = self._answer(method, endpoint, ids, headers, body)
-        record.status = status
+        record.status, record.headers = status, dict(extra)
         if status >= 400:
             record.error = document["error"]["code"]
         return status, document, extra
@@ -386,7 +387,9 @@ class FakeHcloud:
         """Serve in a daemon thread; returns the API endpoint URL."""
         self._stopping.clear()
         self._server = _Server((host, port), _Handler, self)
-        thread = threading.Thread(target=self._server.serve_forever, name="hcloud-fake", daemon=True)
+        thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="hcloud-fake", daemon=True
+        )
         thread.start()
         return self.endpoint
 

@@ -234,18 +234,23 @@ def is_permanent(err):
 
 
 def _bounded_session(requests, timeout_for):
-    """A requests.Session whose every call has timeout_for() as its timeout
-    and raises ApiError for an error answer and TransportError for none."""
+    """A requests.Session whose every call has the timeout timeout_for()
+    gives, (seconds, cut short by the total bound), and raises ApiError for
+    an error answer, TransportError for none, OutOfTime when the bound cut
+    the call short."""
 
     class BoundedSession(requests.Session):
         def request(self, method, url, *args, **kwargs):
-            timeout = timeout_for()
+            timeout, cut_short = timeout_for()
             kwargs["timeout"] = timeout
             try:
                 response = super().request(method, url, *args, **kwargs)
-            except requests.exceptions.Timeout:
-                raise TransportError(f"no answer within {timeout:.1f} s") from None
             except requests.exceptions.RequestException as err:
+                # urllib3 reports some read timeouts as a ConnectionError.
+                if isinstance(err, requests.exceptions.Timeout) or "timed out" in str(err):
+                    if cut_short:
+                        raise OutOfTime() from None
+                    raise TransportError(f"no answer within {timeout:.1f} s") from None
                 raise TransportError(f"{type(err).__name__}: {err}") from None
             if response.ok:
                 return response
@@ -351,10 +356,11 @@ class Mover:
         return self.deadline - self.clock()
 
     def timeout_for(self):
+        """(the next call's timeout, whether the total bound cut it short)."""
         left = self.remaining()
         if left <= 0:
             raise OutOfTime()
-        return min(self.settings["request_timeout"], left)
+        return min(self.settings["request_timeout"], left), left < self.settings["request_timeout"]
 
     def backoff(self, attempt):
         delay = min(self.settings["backoff_max_seconds"], self.settings["backoff_initial_seconds"] * 2**attempt)
@@ -476,7 +482,9 @@ class Mover:
             self.log(f"retrying in {delay:.1f} s ({last.describe()})")
             self.sleep(delay)
             attempt += 1
-        reason = self.waiting_for or (last.describe() if last is not None else "no answer")
+        reason = last.describe() if last is not None else "none"
+        if self.waiting_for:
+            reason = f"{self.waiting_for} at the bound (before it: {reason})" if last else self.waiting_for
         self.log(
             f"gave up after {self.clock() - started:.1f} s (total_seconds={self.settings['total_seconds']:g}) and"
             f" {self.calls} calls: floating IP {self.fip} is not on this server {self.server}; last error: {reason}",
