@@ -346,6 +346,7 @@ class Mover:
         self.fip, self.server = settings["floating_ip_id"], settings["server_id"]
         self.deadline = None
         self.calls = 0
+        self.routine = False  # fip-check: a run that finds nothing to do logs at debug priority
         self.waiting_for = None
         self._sdk_factory = sdk_factory
         self.random = random.random
@@ -381,7 +382,7 @@ class Mover:
 
     # one call, one line
 
-    def call(self, label, function, describe):
+    def call(self, label, function, describe, quiet=lambda result: False):
         started = self.clock()
         self.calls += 1
         try:
@@ -398,7 +399,8 @@ class Mover:
                 raise TransportError(f"{type(err).__name__}: {err}") from None
             self.log(f"{label}: {api_error.describe()} [{self.clock() - started:.2f} s]", syslog.LOG_WARNING)
             raise api_error from None
-        self.log(f"{label}: {describe(result)} [{self.clock() - started:.2f} s]")
+        priority = syslog.LOG_DEBUG if quiet(result) else syslog.LOG_INFO
+        self.log(f"{label}: {describe(result)} [{self.clock() - started:.2f} s]", priority)
         return result
 
     def where(self, sdk):
@@ -407,7 +409,9 @@ class Mover:
                 return "on this server"
             return f"on server {server}, not this one ({self.server})" if server else "unassigned"
 
-        return self.call(f"GET floating_ips/{self.fip}", lambda: sdk.server_of(self.fip), describe)
+        # A timer's check that finds everything in place is routine: debug.
+        routine = (lambda server: server == self.server and self.calls == 1) if self.routine else (lambda server: False)
+        return self.call(f"GET floating_ips/{self.fip}", lambda: sdk.server_of(self.fip), describe, routine)
 
     def attempt(self, sdk):
         """One try: True when the floating IP is on this server at its end."""
@@ -457,9 +461,11 @@ class Mover:
                 return EXIT_OK
             try:
                 if self.attempt(sdk):
+                    calls = f"{self.calls} call{'s' if self.calls != 1 else ''}"
                     self.log(
                         f"floating IP {self.fip} ({address}) is on this server {self.server}"
-                        f" [{self.calls} calls, {self.clock() - started:.1f} s]"
+                        f" [{calls}, {self.clock() - started:.1f} s]",
+                        syslog.LOG_DEBUG if self.routine and self.calls == 1 else syslog.LOG_INFO,
                     )
                     return EXIT_OK
                 last = TransportError("the floating IP is elsewhere after a successful assign")
@@ -537,6 +543,8 @@ def execute(
         token = read_token(settings["token_file"], owner_uid)
     except config.UsageError as err:
         log(f"not moving the floating IP: {err}", syslog.LOG_ERR)
+        if isinstance(log, Log) and log.stream is None:
+            sys.stderr.write(f"mailha-node {command}: {err}\n")  # as every node command: usage on stderr
         return EXIT_USAGE
     if isinstance(log, Log):
         log.secrets.append(token)
@@ -547,6 +555,7 @@ def execute(
             return addresses.holds_address(settings["address"])
 
     mover = Mover(settings, sdk_factory, holds, log, sleep=sleep, clock=clock, now=now)
+    mover.routine = command == "fip-check"
     mover.deadline = clock() + settings["total_seconds"]
     with _locked(settings["lock_file"], mover) as locked:
         if not locked:

@@ -385,3 +385,19 @@ def test_a_run_waits_for_the_lock_within_the_bound(node, fake):
     assert fake.calls() == []
     assert node.lines == [f"gave up: another run held {lock} for 0.5 s"]
     assert node.run() == fipmover.EXIT_OK
+
+
+def test_a_check_that_finds_everything_in_place_logs_at_debug_priority(node, fake):
+    logged = []
+
+    def log(text, priority=fipmover.syslog.LOG_INFO):
+        logged.append((priority, text))
+
+    assert node.run("fip-check", server_id=PEER, log=log) == fipmover.EXIT_OK
+    assert [p for p, _ in logged] == [fipmover.syslog.LOG_DEBUG] * 2
+    assert logged[-1][1].endswith("[1 call, " + logged[-1][1].split(", ")[-1])
+    logged.clear()
+    # The same check that has to move the floating IP logs at info.
+    assert node.run("fip-check", log=log) == fipmover.EXIT_OK
+    assert fipmover.syslog.LOG_DEBUG not in [p for p, _ in logged]
+    assert fake.server_of(FIP) == THIS_SERVER
