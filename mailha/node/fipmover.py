@@ -445,7 +445,10 @@ class Mover:
                 token, self.settings["api_endpoint"], self.timeout_for, self.settings["poll_interval"]
             )
         except ImportError as err:
-            self.log(f"cannot move floating IP {self.fip}: the hcloud SDK is missing ({err}); install python3-hcloud")
+            self.log(
+                f"cannot move floating IP {self.fip}: the hcloud SDK is missing ({err}); install python3-hcloud",
+                syslog.LOG_ERR,
+            )
             return EXIT_USAGE
         if not getattr(sdk, "bounded", True):
             self.log(
@@ -468,7 +471,7 @@ class Mover:
                         syslog.LOG_DEBUG if self.routine and self.calls == 1 else syslog.LOG_INFO,
                     )
                     return EXIT_OK
-                last = TransportError("the floating IP is elsewhere after a successful assign")
+                last = ActionFailed("the floating IP was elsewhere after its assign succeeded")
             except OutOfTime:
                 break
             except (ApiError, TransportError, ActionFailed) as err:
