@@ -17,5 +17,7 @@ computed in one place:
 
 Commands (python3 mailha-node.pyz COMMAND ..., see mailha.node.__main__):
 health, health-agent, postfix-role, vrrp-notify, vrrp-release, sink-index,
-facts, check-config, events.
+facts, check-config, events, fip-assign, fip-check (mailha.node.fipmover:
+the floating IP through the Hetzner Cloud API; the one module that uses a
+package beyond the standard library, python3-hcloud, imported when it runs).
 """

@@ -24,6 +24,8 @@ COMMANDS = {
     "facts": ("facts", "main", "this relay's facts as JSON, for the playbooks"),
     "check-config": ("checkconfig", "main", "validate a settings file: check-config KIND FILE"),
     "events": ("events", "main", "webhook events: events deliver|receive|emit (mailha.node.events)"),
+    "fip-assign": ("fipmover", "assign_main", "put the floating IP on this server through the Hetzner API"),
+    "fip-check": ("fipmover", "check_main", "re-check and repair the floating IP's assignment while MASTER"),
 }
 
 

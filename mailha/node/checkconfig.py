@@ -1,6 +1,6 @@
 """`mailha-node check-config KIND FILE`: parse a settings file as its
 command would (the roles' template validation). KIND is health,
-postfix-role, vrrp, sink or events. Exit 0 valid, 1 invalid, 2 usage error."""
+postfix-role, vrrp, sink, events or fip-mover. Exit 0 valid, 1 invalid, 2 usage error."""
 
 import sys
 
@@ -24,6 +24,10 @@ def _loader(kind):
         from mailha.node import events
 
         return events.load_config
+    if kind == "fip-mover":
+        from mailha.node import fipmover
+
+        return fipmover.load_config
     if kind == "sink":
         from mailha.node import sink_index
 
@@ -34,7 +38,7 @@ def _loader(kind):
 def main(argv):
     loader = _loader(argv[0]) if len(argv) == 2 else None
     if loader is None:
-        sys.stderr.write("usage: mailha-node check-config health|postfix-role|vrrp|sink|events FILE\n")
+        sys.stderr.write("usage: mailha-node check-config health|postfix-role|vrrp|sink|events|fip-mover FILE\n")
         return 2
     try:
         with open(argv[1], encoding="utf-8"):

@@ -1,0 +1,521 @@
+"""A small local fake of the Hetzner Cloud API: the calls that move a floating IP.
+
+    python -m mailha.hcloud_fake --listen 127.0.0.1:8780 --token-file FILE \\
+        --state-file STATE.json [--assign-latency 1] [--on-assign COMMAND]
+
+It answers what the hcloud SDK (1.18 and 2.x) sends for a floating IP and
+parses what the real API returns, in the same JSON shapes:
+
+  GET  /v1/floating_ips/{id}                 {"floating_ip": {...}}
+  POST /v1/floating_ips/{id}/actions/assign  {"server": ID} -> 201 {"action": {... "running" ...}}
+  GET  /v1/actions/{id}                      {"action": {...}}: running, then success or error
+                                             once the assign latency has passed
+
+Like the real API: every request needs "Authorization: Bearer TOKEN" (none
+or an unknown one: 401 unauthorized; a read-only token on a POST: 403
+token_readonly); an error is {"error": {"code", "message", "details"}} with
+the HTTP status the API gives that code; every answer carries RateLimit-Limit,
+RateLimit-Remaining and RateLimit-Reset (a bucket of `rate_limit` requests,
+refilled one a second; an empty bucket answers 429 rate_limit_exceeded); an
+assign while another action on the same floating IP runs is 423 locked; the
+floating IP's server changes when its action succeeds, not when it is asked.
+
+Faults for tests (FakeHcloud methods), each for the next N matching requests:
+fail() answers an error code, rate_limit() a 429 with its headers, delay()
+answers late (the request is still carried out, as a real one that arrived
+would be), fail_actions() lets the next assign actions end in status
+"error". Every request is recorded (FakeHcloud.requests) for assertions.
+on_assign(floating_ip_id, server_id) is called when an assign succeeds, so a
+lab can move the address between its hosts; an exception there ends the
+action in error.
+
+The state file (JSON) holds {"floating_ips": [{"id", "ip", "server", ...}],
+"servers": [{"id", "name"}]}; it is read at start and rewritten (by rename)
+after every change, so a lab or a test can read who holds the address.
+"""
+
+import argparse
+import datetime
+import http.server
+import json
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+# The HTTP status the API answers with each error code.
+ERROR_STATUS = {
+    "invalid_input": 400,
+    "json_error": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "token_readonly": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "locked": 423,
+    "protected": 423,
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "bad_gateway": 502,
+    "maintenance": 503,
+    "unavailable": 503,
+    "timeout": 504,
+}
+DEFAULT_MESSAGES = {
+    "unauthorized": "unable to authenticate",
+    "forbidden": "insufficient permissions for this request",
+    "token_readonly": "the token is read-only",
+    "not_found": "resource not found",
+    "locked": "the resource is locked by a running action",
+    "rate_limit_exceeded": "limit of requests per hour reached",
+    "maintenance": "cannot perform operation due to maintenance",
+    "conflict": "the resource has changed during the request, please retry",
+    "timeout": "the request timed out",
+}
+# Endpoint names, for faults and for reading the request log.
+ENDPOINTS = ("get_floating_ip", "assign", "get_action")
+HOME_LOCATION = {
+    "id": 1,
+    "name": "fsn1",
+    "description": "Falkenstein DC Park 1",
+    "country": "DE",
+    "city": "Falkenstein",
+    "latitude": 50.47612,
+    "longitude": 12.370071,
+    "network_zone": "eu-central",
+}
+
+
+def _iso(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Request:
+    """One request as the fake received it and what it answered."""
+
+    method: str
+    path: str
+    endpoint: str | None
+    body: object
+    status: int = 0
+    error: str | None = None
+    time: float = 0.0
+    headers: dict = field(default_factory=dict)  # the answer's extra headers (RateLimit-*)
+
+
+@dataclass
+class _Fault:
+    endpoint: str  # an ENDPOINTS name or "*"
+    times: int
+    code: str | None = None
+    message: str | None = None
+    status: int | None = None
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class FakeHcloud:
+    """The fake API: state, faults and the request log. start() serves it on
+    loopback in a thread and returns the endpoint (http://127.0.0.1:PORT/v1)."""
+
+    def __init__(
+        self,
+        token,
+        floating_ips=(),
+        servers=(),
+        readonly_token=None,
+        assign_latency=0.0,
+        rate_limit=3600,
+        on_assign=None,
+        state_file=None,
+    ):
+        self._tokens = {token: "read_write"}
+        if readonly_token:
+            self._tokens[readonly_token] = "read_only"
+        self.assign_latency = assign_latency
+        self.on_assign = on_assign
+        self.state_file = state_file
+        self.requests = []
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._faults = []
+        self._action_faults = []
+        self._actions = {}
+        self._next_action_id = 1000
+        self._limit = rate_limit
+        self._bucket = float(rate_limit)
+        self._bucket_time = time.time()
+        self._server = None
+        self.floating_ips = {}
+        self.servers = {}
+        for server in servers:
+            server_id = int(server["id"])
+            self.servers[server_id] = {"id": server_id, "name": server.get("name", f"server{server_id}")}
+        for fip in floating_ips:
+            self.floating_ips[int(fip["id"])] = self._floating_ip(fip)
+
+    @staticmethod
+    def _floating_ip(fip):
+        ip = fip.get("ip", "203.0.113.10")
+        return {
+            "id": int(fip["id"]),
+            "name": fip.get("name", f"fip{fip['id']}"),
+            "description": fip.get("description", ""),
+            "ip": ip,
+            "type": fip.get("type", "ipv4"),
+            "server": fip.get("server"),
+            "dns_ptr": [{"ip": ip, "dns_ptr": fip.get("dns_ptr", "static.example.invalid")}],
+            "home_location": dict(HOME_LOCATION),
+            "blocked": False,
+            "protection": {"delete": False},
+            "labels": fip.get("labels", {}),
+            "created": fip.get("created", "2024-01-01T00:00:00+00:00"),
+        }
+
+    # -- loading and saving ------------------------------------------------
+
+    @classmethod
+    def from_state_file(cls, path, token, **options):
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        return cls(token, state.get("floating_ips", ()), state.get("servers", ()), state_file=path, **options)
+
+    def _save(self):
+        if not self.state_file:
+            return
+        from mailha.node import files
+
+        state = {"floating_ips": list(self.floating_ips.values()), "servers": list(self.servers.values())}
+        files.replace_file(self.state_file, json.dumps(state, indent=2) + "\n", mode=0o644)
+
+    # -- faults --------------------------------------------------------------
+
+    def fail(self, endpoint, code, times=1, message=None, status=None):
+        """The next `times` requests to `endpoint` ("*": any) answer error `code`."""
+        self._add_fault(_Fault(endpoint, times, code=code, message=message, status=status))
+
+    def rate_limit(self, endpoint="*", times=1, reset_in=2.0, limit=None):
+        """The next `times` requests answer 429 with the headers of an empty
+        bucket that is full again in `reset_in` seconds."""
+        limit = self._limit if limit is None else limit
+        headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": "0", "_reset_in": reset_in}
+        self._add_fault(_Fault(endpoint, times, code="rate_limit_exceeded", headers=headers))
+
+    def delay(self, endpoint, seconds, times=1):
+        """The next `times` requests to `endpoint` are answered `seconds` late."""
+        self._add_fault(_Fault(endpoint, times, delay=seconds))
+
+    def fail_actions(self, code="action_failed", message="Action failed", times=1):
+        """The next `times` assign actions end in status "error"."""
+        with self._lock:
+            self._action_faults.extend([(code, message)] * times)
+
+    def _add_fault(self, fault):
+        if fault.endpoint != "*" and fault.endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {fault.endpoint!r}; one of {', '.join(ENDPOINTS)} or *")
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, endpoint):
+        with self._lock:
+            for fault in self._faults:
+                if fault.times > 0 and fault.endpoint in ("*", endpoint):
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # -- reading the log ----------------------------------------------------
+
+    def calls(self, endpoint=None):
+        """The recorded requests, to `endpoint` only when given."""
+        with self._lock:
+            return [r for r in self.requests if endpoint is None or r.endpoint == endpoint]
+
+    def server_of(self, floating_ip_id):
+        with self._lock:
+            self._settle()
+            return self.floating_ips[int(floating_ip_id)]["server"]
+
+    # -- the rate limit -----------------------------------------------------
+
+    def _take_request(self):
+        """(allowed, headers) of the project's bucket: `limit` requests,
+        refilled one a second."""
+        now = time.time()
+        with self._lock:
+            self._bucket = min(self._limit, self._bucket + (now - self._bucket_time))
+            self._bucket_time = now
+            allowed = self._bucket >= 1
+            if allowed:
+                self._bucket -= 1
+            remaining = int(self._bucket)
+            reset = int(now + (self._limit - self._bucket)) + 1
+        headers = {"RateLimit-Limit": str(self._limit), "RateLimit-Remaining": str(remaining)}
+        return allowed, headers | {"RateLimit-Reset": str(reset)}
+
+    # -- actions ------------------------------------------------------------
+
+    def _settle(self):
+        """Finish every action whose time has come (called under the lock)."""
+        now = time.time()
+        changed = False
+        for action in self._actions.values():
+            if action["status"] != "running" or action["_due"] > now:
+                continue
+            fip_id, server_id = action["_assign"]
+            error = action.pop("_error", None)
+            if error is None and self.on_assign is not None:
+                try:
+                    self.on_assign(fip_id, server_id)
+                except Exception as err:  # the lab's hook failed: the action fails
+                    error = ("service_error", f"on_assign failed: {err}")
+            if error is None:
+                self.floating_ips[fip_id]["server"] = server_id
+                action["status"] = "success"
+                changed = True
+            else:
+                action["status"] = "error"
+                action["error"] = {"code": error[0], "message": error[1]}
+            action["progress"] = 100
+            action["finished"] = _iso(now)
+        if changed:
+            self._save()
+
+    def _public(self, action):
+        return {k: v for k, v in action.items() if not k.startswith("_")}
+
+    def _assign(self, fip_id, body):
+        server_id = body.get("server") if isinstance(body, dict) else None
+        if not isinstance(server_id, int) or isinstance(server_id, bool):
+            return 400, _error("invalid_input", "invalid input in field 'server'")
+        if server_id not in self.servers:
+            return 404, _error("not_found", f"server with ID {server_id} not found")
+        if any(a["status"] == "running" and a["_assign"][0] == fip_id for a in self._actions.values()):
+            return 423, _error("locked", "floating IP is locked by a running action")
+        self._next_action_id += 1
+        now = time.time()
+        action = {
+            "id": self._next_action_id,
+            "command": "assign_floating_ip",
+            "status": "running",
+            "progress": 0,
+            "started": _iso(now),
+            "finished": None,
+            "resources": [{"id": fip_id, "type": "floating_ip"}, {"id": server_id, "type": "server"}],
+            "error": None,
+            "_due": now + self.assign_latency,
+            "_assign": (fip_id, server_id),
+        }
+        if self._action_faults:
+            action["_error"] = self._action_faults.pop(0)
+        self._actions[action["id"]] = action
+        timer = threading.Timer(self.assign_latency, self._settle_locked)
+        timer.daemon = True
+        timer.start()
+        return 201, {"action": self._public(action)}
+
+    def _settle_locked(self):
+        with self._lock:
+            self._settle()
+
+    # -- requests -----------------------------------------------------------
+
+    def handle(self, method, path, headers, body):
+        """(status, JSON document, extra headers) for one request; recorded."""
+        path_only = path.split("?", 1)[0]
+        endpoint, ids = _route(method, path_only)
+        record = Request(method, path_only, endpoint, body, time=time.time())
+        with self._lock:
+            self.requests.append(record)
+        status, document, extra = self._answer(method, endpoint, ids, headers, body)
+        record.status, record.headers = status, dict(extra)
+        if status >= 400:
+            record.error = document["error"]["code"]
+        return status, document, extra
+
+    def _answer(self, method, endpoint, ids, headers, body):
+        authorization = headers.get("Authorization", "")
+        token = authorization[len("Bearer ") :] if authorization.startswith("Bearer ") else None
+        kind = self._tokens.get(token)
+        if kind is None:
+            return 401, _error("unauthorized", DEFAULT_MESSAGES["unauthorized"]), {}
+        allowed, limit_headers = self._take_request()
+        fault = self._take_fault(endpoint) if endpoint else None
+        if fault is not None and fault.delay:
+            self._stopping.wait(fault.delay)
+        if fault is not None and fault.code == "rate_limit_exceeded":
+            extra = {k: v for k, v in fault.headers.items() if not k.startswith("_")}
+            extra["RateLimit-Reset"] = str(int(time.time() + fault.headers.get("_reset_in", 1.0)))
+            return 429, _error("rate_limit_exceeded", DEFAULT_MESSAGES["rate_limit_exceeded"]), extra
+        if not allowed:
+            return 429, _error("rate_limit_exceeded", DEFAULT_MESSAGES["rate_limit_exceeded"]), limit_headers
+        if fault is not None and fault.code:
+            status = fault.status or ERROR_STATUS.get(fault.code, 500)
+            message = fault.message or DEFAULT_MESSAGES.get(fault.code, fault.code)
+            return status, _error(fault.code, message), limit_headers
+        if endpoint is None:
+            return 404, _error("not_found", "no such endpoint in the fake"), limit_headers
+        if method == "POST" and kind == "read_only":
+            return 403, _error("token_readonly", DEFAULT_MESSAGES["token_readonly"]), limit_headers
+        with self._lock:
+            self._settle()
+            status, document = self._dispatch(endpoint, ids, body)
+        return status, document, limit_headers
+
+    def _dispatch(self, endpoint, ids, body):
+        if endpoint == "get_action":
+            action = self._actions.get(ids[0])
+            if action is None:
+                return 404, _error("not_found", f"action with ID {ids[0]} not found")
+            return 200, {"action": self._public(action)}
+        fip = self.floating_ips.get(ids[0])
+        if fip is None:
+            return 404, _error("not_found", f"floating IP with ID {ids[0]} not found")
+        if endpoint == "get_floating_ip":
+            return 200, {"floating_ip": dict(fip)}
+        return self._assign(ids[0], body)
+
+    # -- serving ------------------------------------------------------------
+
+    def start(self, host="127.0.0.1", port=0):
+        """Serve in a daemon thread; returns the API endpoint URL."""
+        self._stopping.clear()
+        self._server = _Server((host, port), _Handler, self)
+        thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="hcloud-fake", daemon=True
+        )
+        thread.start()
+        return self.endpoint
+
+    @property
+    def endpoint(self):
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def stop(self):
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _error(code, message, details=None):
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+_ROUTES = (
+    ("GET", re.compile(r"/v1/floating_ips/(\d+)"), "get_floating_ip"),
+    ("POST", re.compile(r"/v1/floating_ips/(\d+)/actions/assign"), "assign"),
+    ("GET", re.compile(r"/v1/actions/(\d+)"), "get_action"),
+)
+
+
+def _route(method, path):
+    for route_method, pattern, name in _ROUTES:
+        match = pattern.fullmatch(path)
+        if match and method == route_method:
+            return name, [int(group) for group in match.groups()]
+    return None, []
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, handler, fake):
+        self.fake = fake
+        super().__init__(address, handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self, method):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            status, document, extra = 400, _error("json_error", "invalid JSON"), {}
+        else:
+            status, document, extra = self.server.fake.handle(method, self.path, self.headers, body)
+        data = json.dumps(document).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Correlation-Id", f"fake-{id(self):x}")
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client gave up waiting (a delay() longer than its timeout)
+            self.close_connection = True
+
+    def do_GET(self):
+        self._serve("GET")
+
+    def do_POST(self):
+        self._serve("POST")
+
+    def log_message(self, format, *args):  # quiet: the request log is self.server.fake.requests
+        pass
+
+
+def _run_hook(command):
+    def hook(fip_id, server_id):
+        subprocess.run([*shlex.split(command), str(fip_id), str(server_id)], check=True, timeout=60)
+
+    return hook
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mailha.hcloud_fake", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listen", default="127.0.0.1:8780", help="ADDRESS:PORT (default: %(default)s)")
+    parser.add_argument("--token-file", required=True, help="file holding the read/write token")
+    parser.add_argument("--readonly-token-file", help="file holding a read-only token")
+    parser.add_argument("--state-file", required=True, help="JSON: floating_ips and servers; rewritten on change")
+    parser.add_argument("--assign-latency", type=float, default=1.0, help="seconds an assign action runs")
+    parser.add_argument("--on-assign", help="command run with FLOATING_IP_ID SERVER_ID when an assign succeeds")
+    options = parser.parse_args(argv)
+    host, _, port = options.listen.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error(f"--listen: not ADDRESS:PORT: {options.listen!r}")
+
+    def read(path):
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+
+    fake = FakeHcloud.from_state_file(
+        options.state_file,
+        read(options.token_file),
+        readonly_token=read(options.readonly_token_file) if options.readonly_token_file else None,
+        assign_latency=options.assign_latency,
+        on_assign=_run_hook(options.on_assign) if options.on_assign else None,
+    )
+    print(f"hcloud fake: {fake.start(host, int(port))}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
