@@ -8,6 +8,7 @@ non-zero exit code, no traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import click
 
 from mailha import __version__, control_metrics, drill_report, events, isolation, terraform, textfile
 from mailha import drill as drill_mod
+from mailha import hcloud_costs as hcloud_costs_mod
 from mailha import inventory as inventory_mod
 from mailha import pair as pair_mod
 from mailha import preflight as preflight_mod
@@ -531,6 +533,40 @@ def unisolate_command(inventory_path: Path, node: str, reason: str) -> None:
     """
     isolation.run_unisolate(pair_mod.load(inventory_path), node, reason)
     click.echo(f"{node} is no longer isolated")
+
+
+@main.command("hcloud-costs")
+@click.option(
+    "--tfvars",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The hcloud environment's terraform.tfvars: its location, server_type and load_balancer_type are priced "
+    "(default: terraform/environments/hcloud/terraform.tfvars if it exists, else that environment's defaults).",
+)
+@click.option(
+    "--api-endpoint",
+    default=hcloud_costs_mod.API_ENDPOINT,
+    show_default=True,
+    envvar="HCLOUD_ENDPOINT",
+    help="Hetzner Cloud API (env HCLOUD_ENDPOINT).",
+)
+@output_option
+def hcloud_costs_command(tfvars: Path | None, api_endpoint: str, output_format: str) -> None:
+    """What the Hetzner Cloud environment costs a month, read from the API now.
+
+    Asks GET /pricing with the token in HCLOUD_TOKEN (a read-only token is
+    enough) and prices what terraform/environments/hcloud makes: two relays,
+    their primary IPv4 addresses, the floating IPv4 and the load balancer;
+    traffic beyond the included volume is not counted. Exit code: 0 priced,
+    1 the API failed or refused, 2 bad input.
+    """
+    if tfvars is None:
+        default = Path("terraform/environments/hcloud/terraform.tfvars")
+        tfvars = default if default.is_file() else None
+    settings = hcloud_costs_mod.settings_from_tfvars(tfvars)
+    pricing = hcloud_costs_mod.fetch_pricing(os.environ.get("HCLOUD_TOKEN", ""), api_endpoint)
+    result = hcloud_costs_mod.costs(pricing, settings)
+    render = hcloud_costs_mod.render_json if output_format == "json" else hcloud_costs_mod.render_table
+    click.echo(render(result))
 
 
 def read_contract_file(path: Path) -> object:

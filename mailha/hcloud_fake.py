@@ -10,6 +10,8 @@ parses what the real API returns, in the same JSON shapes:
   POST /v1/floating_ips/{id}/actions/assign  {"server": ID} -> 201 {"action": {... "running" ...}}
   GET  /v1/actions/{id}                      {"action": {...}}: running, then success or error
                                              once the assign latency has passed
+  GET  /v1/pricing                           {"pricing": {...}}: the price list given to the fake
+                                             (`mailha hcloud-costs`)
 
 Like the real API: every request needs "Authorization: Bearer TOKEN" (none
 or an unknown one: 401 unauthorized; a read-only token on a POST: 403
@@ -76,7 +78,7 @@ DEFAULT_MESSAGES = {
     "timeout": "the request timed out",
 }
 # Endpoint names, for faults and for reading the request log.
-ENDPOINTS = ("get_floating_ip", "assign", "get_action")
+ENDPOINTS = ("get_floating_ip", "assign", "get_action", "get_pricing")
 HOME_LOCATION = {
     "id": 1,
     "name": "fsn1",
@@ -132,6 +134,7 @@ class FakeHcloud:
         rate_limit=3600,
         on_assign=None,
         state_file=None,
+        pricing=None,
     ):
         self._tokens = {token: "read_write"}
         if readonly_token:
@@ -139,6 +142,8 @@ class FakeHcloud:
         self.assign_latency = assign_latency
         self.on_assign = on_assign
         self.state_file = state_file
+        # GET /pricing answers this document (the API's `pricing` object); None: 404.
+        self.pricing = pricing
         self.requests = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -369,6 +374,10 @@ class FakeHcloud:
         return status, document, limit_headers
 
     def _dispatch(self, endpoint, ids, body):
+        if endpoint == "get_pricing":
+            if self.pricing is None:
+                return 404, _error("not_found", "the fake was given no price list")
+            return 200, {"pricing": self.pricing}
         if endpoint == "get_action":
             action = self._actions.get(ids[0])
             if action is None:
@@ -422,6 +431,7 @@ _ROUTES = (
     ("GET", re.compile(r"/v1/floating_ips/(\d+)"), "get_floating_ip"),
     ("POST", re.compile(r"/v1/floating_ips/(\d+)/actions/assign"), "assign"),
     ("GET", re.compile(r"/v1/actions/(\d+)"), "get_action"),
+    ("GET", re.compile(r"/v1/pricing"), "get_pricing"),
 )
 
 
