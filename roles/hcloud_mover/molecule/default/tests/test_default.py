@@ -14,7 +14,7 @@ testinfra_hosts = ["podman://molecule-hcloud"]
 
 NODE = "/usr/local/bin/mailha-node"
 CONF = "/etc/mailha/fip-mover.conf"
-TOKEN = "/etc/mailha/hcloud-token"
+TOKEN_FILE = "/etc/mailha/hcloud-token"  # noqa: S105 - the path of the token, not one
 ADDRESS = "203.0.113.10"
 FIP, THIS_SERVER, PEER = 7, 2, 1
 STATE = "/var/lib/hcloud-fake/state.json"
@@ -86,7 +86,7 @@ def the_token(host):
 
 
 def test_token_file_is_roots_and_private(host):
-    token = host.file(TOKEN)
+    token = host.file(TOKEN_FILE)
     assert token.is_file and not token.is_symlink
     assert (token.user, token.group, token.mode) == ("root", "root", 0o600)
     assert token.content_string.strip() == the_token(host)
@@ -108,7 +108,7 @@ def test_settings_validate_and_point_at_the_fake(host):
         f"server_id={THIS_SERVER}",
         f"address={ADDRESS}",
         "api_endpoint=http://127.0.0.1:8780/v1",
-        f"token_file={TOKEN}",
+        f"token_file={TOKEN_FILE}",
         "total_seconds=20",
     ):
         assert line in lines
