@@ -27,10 +27,13 @@ packages=(
   keepalived haproxy socat
   bind9 bind9-dnsutils
   openssh-server sudo
+  python3-hcloud
 )
 # ssh too: the lab's host-create step (scripts/lab-podman.sh), the lab's
 # cloud-init, generates the host keys and starts sshd on a lab host; a
 # Molecule container of the same image runs no sshd.
+# python3-hcloud: the Hetzner floating IP mover's SDK (roles/hcloud_mover);
+# lab and Molecule hosts reach no package mirror, so it is baked in here.
 services_to_disable=(postfix opendkim keepalived haproxy named ssh)
 
 tag=$( { printf '%s\n' "$suite" "${packages[@]}"; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12)
