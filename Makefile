@@ -125,6 +125,7 @@ ifeq ($(ENV),lab)
 	  key=$$(cat $(LAB_KEY).pub 2>/dev/null || echo "ssh-ed25519 AAAAgone"); \
 	  terraform -chdir=$(TF_DIR) destroy -input=false -auto-approve -var image=$$image -var ssh_public_key="$$key"; \
 	fi
+	@python -m mailha.lab_cloud stop >/dev/null
 	@rm -f $(INVENTORY)
 else ifeq ($(ENV),hcloud)
 	@terraform -chdir=$(TF_DIR) destroy -input=true $(HCLOUD_VARS)
@@ -184,11 +185,15 @@ unit: deps ## Unit tests (no lab needed)
 
 .PHONY: integration
 integration: deps ## Integration tests on the provisioned lab
-	pytest tests/integration $(PYTEST_ARGS)
+	pytest tests/integration --ignore=tests/integration/cloud $(PYTEST_ARGS)
 
 .PHONY: benchmark
 benchmark: deps ## Failover benchmark on the lab, tuned vs stock keepalived timings (RUNS=3)
 	python benchmarks/failover.py --runs $${RUNS:-3}
+
+.PHONY: benchmark-cloud
+benchmark-cloud: deps ## Failover benchmark in simulated cloud mode (after make lab-as-cloud): outage per API latency (LATENCIES=0.5,2,5 RUNS=3)
+	python benchmarks/cloud_failover.py --latencies $${LATENCIES:-0.5,2,5} --runs $${RUNS:-3}
 
 .PHONY: benchmark-throughput
 benchmark-throughput: deps ## Throughput benchmark on the lab: msg/s per path, signed vs unsigned, accepted vs delivered (ROUNDS=3)
@@ -205,6 +210,30 @@ lab-as-existing: ## The provisioned lab's servers as ENV=existing (its own Terra
 	@TF_WORKSPACE=lab-existing $(MAKE) provision ENV=existing TFVARS=$(CURDIR)/$(LAB_AS_EXISTING_TFVARS) \
 	  INVENTORY=$(LAB_AS_EXISTING_INVENTORY)
 
+# The same servers as a cloud that routes the floating IP through its API
+# (mailha/lab_cloud.py): a fake Hetzner API on the controller moves the
+# address after LAB_CLOUD_LATENCY seconds; keepalived adds none itself.
+LAB_CLOUD_INVENTORY := inventories/lab-cloud/hosts.yml
+LAB_CLOUD_LATENCY ?= 2
+
+.PHONY: lab-as-cloud
+lab-as-cloud: ## The lab as ENV=existing in simulated cloud mode: the mover asks a fake Hetzner API, which moves the floating IP (LAB_CLOUD_LATENCY=2 s)
+	@python -m mailha.lab_cloud start --inventory $(LAB_AS_EXISTING_INVENTORY) --out $(LAB_CLOUD_INVENTORY) \
+	  --latency $(LAB_CLOUD_LATENCY)
+	@ansible-playbook -i $(LAB_CLOUD_INVENTORY) playbooks/site.yml --limit mail
+	@python -m mailha.lab_cloud apply
+
+.PHONY: lab-cloud-off
+lab-cloud-off: ## Out of simulated cloud mode: keepalived moves the floating IP again, the fake API stops
+	@ansible-playbook -i $(LAB_AS_EXISTING_INVENTORY) playbooks/site.yml --limit mail
+	@python -m mailha.lab_cloud stop
+
+.PHONY: integration-cloud
+integration-cloud: deps ## The simulated cloud mode's drills (after make lab-as-cloud)
+	MAILHA_TEST_INVENTORY=$(CURDIR)/$(LAB_CLOUD_INVENTORY) pytest tests/integration/cloud $(PYTEST_ARGS)
+
 .PHONY: test
-test: lint tf-test molecule provision lab-as-existing ## The whole suite: lint, Terraform tests, Molecule, lab, the lab as ENV=existing, pytest on it
-	MAILHA_TEST_INVENTORY=$(CURDIR)/$(LAB_AS_EXISTING_INVENTORY) pytest tests $(PYTEST_ARGS)
+test: lint tf-test molecule provision lab-as-existing ## The whole suite: lint, Terraform tests, Molecule, lab, the lab as ENV=existing, pytest on it, then its drills in simulated cloud mode
+	MAILHA_TEST_INVENTORY=$(CURDIR)/$(LAB_AS_EXISTING_INVENTORY) pytest tests --ignore=tests/integration/cloud $(PYTEST_ARGS)
+	$(MAKE) lab-as-cloud
+	$(MAKE) integration-cloud

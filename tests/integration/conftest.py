@@ -1,5 +1,6 @@
 """Fixtures for tests on the provisioned lab (make provision)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.labtools import INVENTORY, Lab, load_lab
+from tests.integration.labtools import INVENTORY, Lab, load_lab, wait_for
 
 MAILHA = str(Path(sys.executable).parent / "mailha")
 
@@ -60,3 +61,14 @@ def on_primary(lab, cli):
         result = cli("failback", "--yes", "--skip-preflight", "--reason", "test setup")
         assert result.returncode == 0, result.stdout + result.stderr
     assert lab.active() == "mx1"
+
+
+@pytest.fixture
+def steady(lab, cli):
+    """Each drill starts from the known steady state, whatever an earlier one left:
+    every relay up, no hand-over pending, mx1 active, the pair healthy."""
+    for host in lab.mail:
+        lab.podman.podman("start", lab.container(host))
+    cli("queue", "handover")  # refused when none is pending
+    fail_back_to_primary(lab, cli)
+    wait_for(lambda: json.loads(cli("status", "--output", "json").stdout)["verdict"] == "healthy", 120, 1, "healthy")

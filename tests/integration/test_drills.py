@@ -10,21 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import fail_back_to_primary
-from tests.integration.labtools import wait_for
-
 pytestmark = pytest.mark.lab
-
-
-@pytest.fixture
-def steady(lab, cli):
-    """Each drill starts from the known steady state, whatever an earlier one left:
-    every relay up, no hand-over pending, mx1 active, the pair healthy."""
-    for host in lab.mail:
-        lab.podman.podman("start", lab.container(host))
-    cli("queue", "handover")  # refused when none is pending
-    fail_back_to_primary(lab, cli)
-    wait_for(lambda: json.loads(cli("status", "--output", "json").stdout)["verdict"] == "healthy", 120, 1, "healthy")
 
 
 # These reach the relays over SSH alone, as on rented servers: they run with

@@ -1,0 +1,466 @@
+"""The lab as a cloud that routes the floating IP through its API.
+
+    python -m mailha.lab_cloud start --inventory BASE.yml --out CLOUD.yml [--latency 2]
+    python -m mailha.lab_cloud route FLOATING_IP_ID SERVER_ID
+    python -m mailha.lab_cloud latency SECONDS
+    python -m mailha.lab_cloud apply
+    python -m mailha.lab_cloud status [--output json]
+    python -m mailha.lab_cloud stop
+
+In Hetzner Cloud the floating IP reaches the server the API assigned it to,
+whatever the servers announce; keepalived only decides who asks
+(mailha-node fip-assign, roles/hcloud_mover). The lab has no such router: an
+address on a bridge goes where ARP says. So in this mode the lab's relays
+add no floating IP themselves (keepalived_virtual_ipaddresses is empty in
+the inventory `start` writes) and the fake API (mailha.hcloud_fake, on the
+controller, over TLS on the lab network) plays the router: when an assign
+action succeeds, after the latency given here, its hook (`route`) takes the
+address off every other relay, puts it on the assigned one, announces it
+with gratuitous ARP and has each relay re-read its Postfix route
+(mailha-postfix-role reconcile), as keepalived's notify does on a relay that
+gains or loses the address in the cloud. A relay that is powered off is
+skipped; it comes back without the address.
+
+`start` writes, under .lab/cloud/: the fake's token (also the relays' token
+file, <secrets>/hcloud-mover-token), a CA and the API's certificate for the
+controller's address, the fake's state (one floating IP, held by the relay
+that holds the address now; one server per relay), its log and pid, the
+hook's log (routes.log), and the inventory CLOUD.yml: BASE.yml with the
+mover (mailha_floating_ip_mover: ids, endpoint, CA) and no address for
+keepalived. Converging CLOUD.yml (site.yml) installs the mover and takes
+keepalived's address handling away; `apply` then puts the address where the
+fake says. `stop` ends the fake; converging BASE.yml gives keepalived the
+address back.
+
+Exit codes: 0 done, 1 failed (one line on stderr says why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mailha import project
+from mailha.errors import MailhaError
+from mailha.node import files
+
+STATE_DIR_NAME = ".lab/cloud"
+DEFAULT_PORT = 8443
+# The fake's floating IP and the relays' server ids start here (any positive ids do).
+FLOATING_IP_ID = 4711
+FIRST_SERVER_ID = 101
+# The lab's containers have one link.
+DEVICE = "eth0"
+HOOK_TIMEOUT = 30
+# An assign must end well inside the mover's bound (hcloud_mover_total_seconds, 40 s).
+MAX_LATENCY = 30
+
+
+def cloud_dir() -> Path:
+    return project.project_dir() / STATE_DIR_NAME
+
+
+def _log(text: str) -> None:
+    with open(cloud_dir() / "routes.log", "a", encoding="utf-8") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {text}\n")
+
+
+def _podman(*args: str, timeout: float = HOOK_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(project.project_dir() / "lab" / "containers.conf"))
+    try:
+        result = subprocess.run(
+            ["podman", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MailhaError(f"podman {' '.join(args[:2])} failed: {exc}") from None
+    if check and result.returncode != 0:
+        raise MailhaError(f"podman {' '.join(args[:3])} failed: {' '.join(result.stderr.split())[:300]}")
+    return result
+
+
+# -- the settings start writes and every other command reads ------------------
+
+
+def load_base(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+        data["all"]["vars"]["mailha_floating_ip"]
+        data["all"]["children"]["mail"]["hosts"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise MailhaError(f"cannot read the inventory {path}: {exc}; run 'make provision' first") from None
+    return data
+
+
+def plan(base: dict[str, Any], endpoint: str, ca_file: str) -> dict[str, Any]:
+    """What the cloud is: the floating IP, each relay's server id and address."""
+    relays = base["all"]["children"]["mail"]["hosts"]
+    servers = {
+        name: {"id": FIRST_SERVER_ID + index, "address": relays[name]["mailha_address"]}
+        for index, name in enumerate(sorted(relays))
+    }
+    return {
+        "floating_ip": base["all"]["vars"]["mailha_floating_ip"],
+        "floating_ip_id": FLOATING_IP_ID,
+        "servers": servers,
+        "endpoint": endpoint,
+        "ca_file": ca_file,
+    }
+
+
+def cloud_inventory(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """BASE with the mover and without keepalived's address (host variables
+    win over the project's group_vars)."""
+    data = json.loads(json.dumps(base))
+    data["all"]["vars"]["mailha_floating_ip_mover"] = {
+        "kind": "hcloud",
+        "floating_ip_id": settings["floating_ip_id"],
+        "server_ids": {name: server["id"] for name, server in settings["servers"].items()},
+        "api_endpoint": settings["endpoint"],
+        "api_ca_file": settings["ca_file"],
+    }
+    for host in data["all"]["children"]["mail"]["hosts"].values():
+        host["keepalived_virtual_ipaddresses"] = []
+    return data
+
+
+def load_settings() -> dict[str, Any]:
+    path = cloud_dir() / "settings.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MailhaError(f"the lab is not in cloud mode ({path}: {exc}); run 'make lab-as-cloud'") from None
+
+
+# -- the lab's side of the route ----------------------------------------------
+
+
+def containers_by_address() -> dict[str, str]:
+    """The running lab containers, by their address on the lab network."""
+    names = _podman("ps", "--filter", "label=mailha.lab=1", "--format", "{{.Names}}").stdout.split()
+    found = {}
+    for name in names:
+        inspect = _podman("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name)
+        for address in inspect.stdout.split():
+            found[address] = name
+    return found
+
+
+def garp_frame(mac: str, address: str) -> bytes:
+    """A gratuitous ARP request: this MAC has this address (sender = target)."""
+    hardware = bytes.fromhex(mac.replace(":", ""))
+    if len(hardware) != 6:
+        raise ValueError(f"not a MAC address: {mac!r}")
+    ip = socket.inet_aton(address)
+    header = b"\xff" * 6 + hardware + b"\x08\x06"
+    return header + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + hardware + ip + b"\x00" * 6 + ip
+
+
+GARP_PROGRAM = """
+import socket, sys
+device, frame = sys.argv[1], bytes.fromhex(sys.argv[2])
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind((device, 0))
+for _ in range(3):
+    sock.send(frame)
+"""
+
+
+def _in_netns(container: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a controller program in the container's network namespace (the
+    cloud's router acts from outside the server)."""
+    pid = _podman("inspect", "-f", "{{.State.Pid}}", container).stdout.strip()
+    if not pid.isdigit() or pid == "0":
+        raise MailhaError(f"{container} is not running")
+    try:
+        result = subprocess.run(
+            ["nsenter", "-t", pid, "-n", *command],
+            capture_output=True,
+            text=True,
+            timeout=HOOK_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MailhaError(f"nsenter for {container} failed: {exc}") from None
+    if check and result.returncode != 0:
+        raise MailhaError(f"{' '.join(command[:4])} in {container} failed: {' '.join(result.stderr.split())[:300]}")
+    return result
+
+
+def _running(container: str) -> bool:
+    result = _podman("inspect", "-f", "{{.State.Running}}", container, check=False)
+    return result.returncode == 0 and result.stdout.strip() == "true"
+
+
+def route(settings: dict[str, Any], server_id: int) -> str:
+    """Make the lab deliver the floating IP to the relay of `server_id`; its name."""
+    owners = {server["id"]: name for name, server in settings["servers"].items()}
+    if server_id not in owners:
+        raise MailhaError(f"server {server_id} is none of the lab's relays ({', '.join(map(str, owners))})")
+    target = owners[server_id]
+    address = settings["floating_ip"]
+    by_address = containers_by_address()
+    containers = {name: by_address.get(server["address"]) for name, server in settings["servers"].items()}
+    if containers[target] is None:
+        raise MailhaError(f"{target} ({settings['servers'][target]['address']}) is not running: nothing to route to")
+    others = [name for name in containers if name != target and containers[name] and _running(containers[name])]
+    for name in others:
+        # Gone from here first: two holders on one bridge would split the traffic.
+        _in_netns(containers[name], "ip", "-4", "addr", "del", f"{address}/32", "dev", DEVICE, check=False)
+    held = _in_netns(containers[target], "ip", "-o", "-4", "addr", "show", "dev", DEVICE).stdout
+    if f" {address}/" not in held:
+        _in_netns(containers[target], "ip", "-4", "addr", "add", f"{address}/32", "dev", DEVICE)
+    mac = _in_netns(containers[target], "cat", f"/sys/class/net/{DEVICE}/address").stdout.strip()
+    _in_netns(containers[target], sys.executable, "-c", GARP_PROGRAM, DEVICE, garp_frame(mac, address).hex())
+    notes = []
+    for name in [target, *others]:
+        result = _podman("exec", containers[name], "/usr/local/sbin/mailha-postfix-role", "reconcile", check=False)
+        if result.returncode != 0:
+            notes.append(f"{name}: mailha-postfix-role reconcile exited {result.returncode}")
+    return target + (f" ({'; '.join(notes)})" if notes else "")
+
+
+# -- the fake API -------------------------------------------------------------
+
+
+def _openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise MailhaError(f"openssl {args[0]} failed: {' '.join(result.stderr.split())[:300]}")
+
+
+def make_certificates(directory: Path, address: str) -> None:
+    """A CA of the lab's cloud and the API's certificate for `address`."""
+    ca_key, ca_pem = directory / "ca.key", directory / "ca.pem"
+    key, request, pem = directory / "api.key", directory / "api.csr", directory / "api.pem"
+    extensions = directory / "api.ext"
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    _openssl("req", "-x509", *curve, "-keyout", str(ca_key), "-out", str(ca_pem), "-days", "30",
+             "-subj", "/CN=mailha lab cloud CA")  # fmt: skip
+    _openssl("req", "-new", *curve, "-keyout", str(key), "-out", str(request), "-subj", f"/CN={address}")
+    extensions.write_text(f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\n")
+    _openssl("x509", "-req", "-in", str(request), "-CA", str(ca_pem), "-CAkey", str(ca_key), "-CAcreateserial",
+             "-out", str(pem), "-days", "30", "-extfile", str(extensions))  # fmt: skip
+    for private in (ca_key, key):
+        private.chmod(0o600)
+
+
+def fake_pid() -> int | None:
+    try:
+        pid = int((cloud_dir() / "fake.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def stop() -> bool:
+    """End the fake; whether one was running."""
+    pid = fake_pid()
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    (cloud_dir() / "fake.pid").unlink(missing_ok=True)
+    return True
+
+
+def _wait_for_api(address: str, port: int, ca_file: str, timeout: float = 15) -> None:
+    context = ssl.create_default_context(cafile=ca_file)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with (
+                socket.create_connection((address, port), timeout=2) as raw,
+                context.wrap_socket(raw, server_hostname=address),
+            ):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline or fake_pid() is None:
+                log = (cloud_dir() / "fake.log").read_text(errors="replace")[-400:]
+                raise MailhaError(f"the fake API does not answer on {address}:{port} ({exc}): {log}") from None
+            time.sleep(0.2)
+
+
+def holder(settings: dict[str, Any]) -> str | None:
+    """The relay that holds the address in the lab now (None: none or both)."""
+    by_address = containers_by_address()
+    found = []
+    for name, server in settings["servers"].items():
+        container = by_address.get(server["address"])
+        if container is None:
+            continue
+        shown = _in_netns(container, "ip", "-o", "-4", "addr", "show", "dev", DEVICE, check=False).stdout
+        if f" {settings['floating_ip']}/" in shown:
+            found.append(name)
+    return found[0] if len(found) == 1 else None
+
+
+def start(base_path: Path, out_path: Path, latency: float, port: int) -> dict[str, Any]:
+    base = load_base(base_path)
+    address = base["all"]["vars"]["mailha_controller_address"]
+    environment = base["all"]["vars"]["mailha_environment"]
+    stop()
+    directory = cloud_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    make_certificates(directory, address)
+    settings = plan(base, f"https://{address}:{port}/v1", str(directory / "ca.pem"))
+    current = holder(settings)
+    if current is None:
+        raise MailhaError("no single relay holds the floating IP; make the pair healthy first ('mailha status')")
+    token = secrets.token_hex(32)
+    files.replace_file(str(directory / "token"), token + "\n", mode=0o600)
+    secrets_dir = base_path.resolve().parent.parent.parent / ".lab" / "secrets" / environment
+    files.replace_file(str(secrets_dir / "hcloud-mover-token"), token + "\n", mode=0o600)
+    state = {
+        "floating_ips": [
+            {
+                "id": settings["floating_ip_id"],
+                "ip": settings["floating_ip"],
+                "server": settings["servers"][current]["id"],
+                "name": "mailha-lab",
+            }
+        ],
+        "servers": [{"id": server["id"], "name": name} for name, server in settings["servers"].items()],
+    }
+    files.replace_file(str(directory / "state.json"), json.dumps(state, indent=2) + "\n", mode=0o644)
+    settings |= {"latency": latency, "listen": f"{address}:{port}", "inventory": str(out_path.resolve())}
+    files.replace_file(str(directory / "settings.json"), json.dumps(settings, indent=2) + "\n", mode=0o644)
+    header = "# Written by 'python -m mailha.lab_cloud start' (make lab-as-cloud): the lab as a cloud.\n"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(header + yaml.safe_dump(cloud_inventory(base, settings), sort_keys=False))
+    group_vars = out_path.parent / "group_vars"
+    if not group_vars.exists():
+        group_vars.symlink_to(os.path.relpath(base_path.parent / "group_vars", out_path.parent))
+    launch(settings)
+    return settings | {"holder": current}
+
+
+def launch(settings: dict[str, Any]) -> None:
+    """Start the fake API from the files start wrote, with settings["latency"]."""
+    directory = cloud_dir()
+    command = [
+        sys.executable, "-m", "mailha.hcloud_fake",
+        "--listen", settings["listen"],
+        "--token-file", str(directory / "token"),
+        "--state-file", str(directory / "state.json"),
+        "--assign-latency", str(settings["latency"]),
+        "--on-assign", f"{sys.executable} -m mailha.lab_cloud route",
+        "--tls-cert", str(directory / "api.pem"),
+        "--tls-key", str(directory / "api.key"),
+    ]  # fmt: skip
+    with open(directory / "fake.log", "ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            cwd=project.project_dir(),
+        )  # fmt: skip
+    (directory / "fake.pid").write_text(f"{process.pid}\n")
+    address, _, port = settings["listen"].rpartition(":")
+    _wait_for_api(address, int(port), settings["ca_file"])
+
+
+def relaunch(latency: float) -> dict[str, Any]:
+    """The same fake (token, certificate, state) with another assign latency."""
+    settings = load_settings()
+    stop()
+    settings["latency"] = latency
+    files.replace_file(str(cloud_dir() / "settings.json"), json.dumps(settings, indent=2) + "\n", mode=0o644)
+    launch(settings)
+    return settings
+
+
+def status() -> dict[str, Any]:
+    settings = load_settings()
+    try:
+        state = json.loads((cloud_dir() / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise MailhaError(f"cannot read the fake's state: {exc}") from None
+    assigned = state["floating_ips"][0]["server"]
+    owners = {server["id"]: name for name, server in settings["servers"].items()}
+    return {
+        "api": settings["endpoint"],
+        "running": fake_pid() is not None,
+        "latency": settings["latency"],
+        "assigned_to": owners.get(assigned),
+        "holder": holder(settings),
+        "inventory": settings["inventory"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mailha.lab_cloud", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    begin = commands.add_parser("start", help="write the cloud inventory and start the fake API")
+    begin.add_argument("--inventory", type=Path, required=True, help="the lab's SSH inventory to start from")
+    begin.add_argument("--out", type=Path, required=True, help="where to write the cloud inventory")
+    begin.add_argument("--latency", type=float, default=2.0, help="seconds an assign takes (default: %(default)s)")
+    begin.add_argument("--port", type=int, default=DEFAULT_PORT, help="the API's port (default: %(default)s)")
+    hook = commands.add_parser("route", help="the fake's on-assign hook")
+    hook.add_argument("floating_ip_id", type=int)
+    hook.add_argument("server_id", type=int)
+    again = commands.add_parser("latency", help="restart the fake with another assign latency")
+    again.add_argument("seconds", type=float)
+    commands.add_parser("apply", help="put the address where the fake's state says")
+    show = commands.add_parser("status", help="the fake, its assignment and the lab's holder")
+    show.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    commands.add_parser("stop", help="end the fake API")
+    options = parser.parse_args(argv)
+    try:
+        latency = getattr(options, "latency", getattr(options, "seconds", 0))
+        if not 0 <= latency <= MAX_LATENCY:
+            parser.error(f"latency: seconds from 0 to {MAX_LATENCY} (the mover gives up after 40 s by default)")
+        if options.command == "start":
+            done = start(options.inventory, options.out, options.latency, options.port)
+            print(f"lab cloud: the fake API at {done['endpoint']} ({done['latency']:g} s per assign) "
+                  f"routes {done['floating_ip']} to {done['holder']}; inventory {options.out}")  # fmt: skip
+        elif options.command == "latency":
+            done = relaunch(options.seconds)
+            print(f"lab cloud: the fake API at {done['endpoint']} now takes {done['latency']:g} s per assign")
+        elif options.command == "route":
+            settings = load_settings()
+            _log(f"assign {options.floating_ip_id} to server {options.server_id}")
+            where = route(settings, options.server_id)
+            _log(f"routed {settings['floating_ip']} to {where}")
+        elif options.command == "apply":
+            settings = load_settings()
+            assigned = json.loads((cloud_dir() / "state.json").read_text())["floating_ips"][0]["server"]
+            print(f"lab cloud: {settings['floating_ip']} routed to {route(settings, assigned)}")
+        elif options.command == "status":
+            shown = status()
+            if options.output == "json":
+                print(json.dumps(shown, indent=2))
+            else:
+                print("\n".join(f"{key}: {value}" for key, value in shown.items()))
+        elif options.command == "stop":
+            print("lab cloud: the fake API stopped" if stop() else "lab cloud: no fake API was running")
+    except MailhaError as exc:
+        if options.command == "route":
+            _log(f"failed: {exc}")
+        print(f"lab cloud: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

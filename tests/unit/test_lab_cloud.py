@@ -1,0 +1,108 @@
+"""The simulated cloud's pieces that need no lab: the plan, the inventory, the ARP frame, usage."""
+
+import json
+import socket
+import struct
+
+import pytest
+import yaml
+
+from mailha import lab_cloud
+from mailha.errors import MailhaError
+
+BASE = {
+    "all": {
+        "vars": {
+            "mailha_floating_ip": "10.213.0.100",
+            "mailha_controller_address": "10.213.0.1",
+            "mailha_environment": "existing",
+        },
+        "children": {
+            "mail": {
+                "hosts": {
+                    "mx2": {"mailha_address": "10.213.0.12", "mailha_vrrp_state": "BACKUP"},
+                    "mx1": {"mailha_address": "10.213.0.11", "mailha_vrrp_state": "MASTER"},
+                }
+            },
+            "loadbalancer": {"hosts": {"lb": {"mailha_address": "10.213.0.20"}}},
+        },
+    }
+}
+
+
+def test_the_plan_gives_each_relay_a_server_id_in_name_order():
+    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
+    assert settings["servers"] == {
+        "mx1": {"id": lab_cloud.FIRST_SERVER_ID, "address": "10.213.0.11"},
+        "mx2": {"id": lab_cloud.FIRST_SERVER_ID + 1, "address": "10.213.0.12"},
+    }
+    assert settings["floating_ip"] == "10.213.0.100"
+    assert settings["floating_ip_id"] == lab_cloud.FLOATING_IP_ID
+
+
+def test_the_cloud_inventory_adds_the_mover_and_takes_keepalived_s_address_away():
+    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
+    data = lab_cloud.cloud_inventory(BASE, settings)
+    mover = data["all"]["vars"]["mailha_floating_ip_mover"]
+    assert mover == {
+        "kind": "hcloud",
+        "floating_ip_id": lab_cloud.FLOATING_IP_ID,
+        "server_ids": {"mx1": 101, "mx2": 102},
+        "api_endpoint": "https://10.213.0.1:8443/v1",
+        "api_ca_file": "/x/ca.pem",
+    }
+    relays = data["all"]["children"]["mail"]["hosts"]
+    assert all(host["keepalived_virtual_ipaddresses"] == [] for host in relays.values())
+    assert "keepalived_virtual_ipaddresses" not in data["all"]["children"]["loadbalancer"]["hosts"]["lb"]
+    # The base is left as it was, and the result is plain YAML.
+    assert "mailha_floating_ip_mover" not in BASE["all"]["vars"]
+    assert yaml.safe_load(yaml.safe_dump(data)) == data
+
+
+def test_a_gratuitous_arp_names_the_address_as_sender_and_target():
+    frame = lab_cloud.garp_frame("0a:58:0a:d5:00:0c", "10.213.0.100")
+    assert len(frame) == 42
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == bytes.fromhex("0a580ad5000c") and frame[12:14] == b"\x08\x06"
+    hardware, protocol, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
+    assert (hardware, protocol, hlen, plen, op) == (1, 0x0800, 6, 4, 1)
+    assert frame[22:28] == frame[6:12]
+    assert frame[28:32] == frame[38:42] == socket.inet_aton("10.213.0.100")
+    with pytest.raises(ValueError):
+        lab_cloud.garp_frame("0a:58", "10.213.0.100")
+
+
+def test_route_refuses_a_server_that_is_no_relay():
+    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
+    with pytest.raises(MailhaError, match="server 999 is none of the lab's relays"):
+        lab_cloud.route(settings, 999)
+
+
+def test_without_start_every_command_says_to_run_make_lab_as_cloud(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(lab_cloud, "cloud_dir", lambda: tmp_path)
+    assert lab_cloud.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run 'make lab-as-cloud'" in err
+    assert lab_cloud.main(["stop"]) == 0
+    assert "no fake API was running" in capsys.readouterr().out
+
+
+def test_a_latency_beyond_the_notify_bound_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        lab_cloud.main(
+            ["start", "--inventory", str(tmp_path / "x.yml"), "--out", str(tmp_path / "y.yml"), "--latency", "45"]
+        )
+    assert exited.value.code == 2
+    assert "latency: seconds from 0 to 30" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        lab_cloud.main(["latency", "-1"])
+    assert exited.value.code == 2
+
+
+def test_an_unreadable_base_inventory_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(lab_cloud, "cloud_dir", lambda: tmp_path / "cloud")
+    (tmp_path / "hosts.yml").write_text(json.dumps({"all": {"vars": {}}}))
+    code = lab_cloud.main(["start", "--inventory", str(tmp_path / "hosts.yml"), "--out", str(tmp_path / "o.yml")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot read the inventory" in err and "make provision" in err and err.count("\n") == 1
+    assert not (tmp_path / "o.yml").exists()
