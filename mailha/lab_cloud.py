@@ -38,6 +38,7 @@ Exit codes: 0 done, 1 failed (one line on stderr says why), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import secrets
@@ -65,6 +66,7 @@ FIRST_SERVER_ID = 101
 # The lab's containers have one link.
 DEVICE = "eth0"
 HOOK_TIMEOUT = 30
+RECONCILE = ("/usr/local/sbin/mailha-postfix-role", "reconcile")
 # An assign must end well inside the mover's bound (hcloud_mover_total_seconds, 40 s).
 MAX_LATENCY = 30
 
@@ -148,14 +150,20 @@ def load_settings() -> dict[str, Any]:
 # -- the lab's side of the route ----------------------------------------------
 
 
-def containers_by_address() -> dict[str, str]:
-    """The running lab containers, by their address on the lab network."""
+def containers_by_address() -> dict[str, tuple[str, str]]:
+    """The running lab containers, by their address on the lab network: (name, process id)."""
     names = _podman("ps", "--filter", "label=mailha.lab=1", "--format", "{{.Names}}").stdout.split()
+    if not names:
+        return {}
+    shown = _podman(
+        "inspect", "-f", "{{.Name}} {{.State.Pid}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", *names
+    ).stdout  # fmt: skip
     found = {}
-    for name in names:
-        inspect = _podman("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name)
-        for address in inspect.stdout.split():
-            found[address] = name
+    for line in shown.splitlines():
+        name, pid, *addresses = line.split()
+        if pid.isdigit() and pid != "0":
+            for address in addresses:
+                found[address] = (name, pid)
     return found
 
 
@@ -179,12 +187,10 @@ for _ in range(3):
 """
 
 
-def _in_netns(container: str, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a controller program in the container's network namespace (the
-    cloud's router acts from outside the server)."""
-    pid = _podman("inspect", "-f", "{{.State.Pid}}", container).stdout.strip()
-    if not pid.isdigit() or pid == "0":
-        raise MailhaError(f"{container} is not running")
+def _in_netns(container: tuple[str, str], *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a controller program in the (name, pid) container's network
+    namespace: the cloud's router acts from outside the server."""
+    name, pid = container
     try:
         result = subprocess.run(
             ["nsenter", "-t", pid, "-n", *command],
@@ -194,15 +200,10 @@ def _in_netns(container: str, *command: str, check: bool = True) -> subprocess.C
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise MailhaError(f"nsenter for {container} failed: {exc}") from None
+        raise MailhaError(f"nsenter for {name} failed: {exc}") from None
     if check and result.returncode != 0:
-        raise MailhaError(f"{' '.join(command[:4])} in {container} failed: {' '.join(result.stderr.split())[:300]}")
+        raise MailhaError(f"{' '.join(command[:4])} in {name} failed: {' '.join(result.stderr.split())[:300]}")
     return result
-
-
-def _running(container: str) -> bool:
-    result = _podman("inspect", "-f", "{{.State.Running}}", container, check=False)
-    return result.returncode == 0 and result.stdout.strip() == "true"
 
 
 def route(settings: dict[str, Any], server_id: int) -> str:
@@ -216,20 +217,24 @@ def route(settings: dict[str, Any], server_id: int) -> str:
     containers = {name: by_address.get(server["address"]) for name, server in settings["servers"].items()}
     if containers[target] is None:
         raise MailhaError(f"{target} ({settings['servers'][target]['address']}) is not running: nothing to route to")
-    others = [name for name in containers if name != target and containers[name] and _running(containers[name])]
+    others = [name for name in containers if name != target and containers[name]]
     for name in others:
         # Gone from here first: two holders on one bridge would split the traffic.
         _in_netns(containers[name], "ip", "-4", "addr", "del", f"{address}/32", "dev", DEVICE, check=False)
     held = _in_netns(containers[target], "ip", "-o", "-4", "addr", "show", "dev", DEVICE).stdout
     if f" {address}/" not in held:
         _in_netns(containers[target], "ip", "-4", "addr", "add", f"{address}/32", "dev", DEVICE)
-    mac = _in_netns(containers[target], "cat", f"/sys/class/net/{DEVICE}/address").stdout.strip()
+    # Through netlink: /sys under nsenter -n is still the controller's.
+    link = _in_netns(containers[target], "ip", "-o", "link", "show", "dev", DEVICE).stdout.split()
+    mac = link[link.index("link/ether") + 1] if "link/ether" in link else ""
     _in_netns(containers[target], sys.executable, "-c", GARP_PROGRAM, DEVICE, garp_frame(mac, address).hex())
-    notes = []
-    for name in [target, *others]:
-        result = _podman("exec", containers[name], "/usr/local/sbin/mailha-postfix-role", "reconcile", check=False)
-        if result.returncode != 0:
-            notes.append(f"{name}: mailha-postfix-role reconcile exited {result.returncode}")
+    # Side by side: each is a Postfix reload on its own relay.
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        done = pool.map(
+            lambda name: (name, _podman("exec", containers[name][0], *RECONCILE, check=False).returncode),
+            [target, *others],
+        )
+        notes = [f"{name}: {' '.join(RECONCILE)} exited {code}" for name, code in done if code != 0]
     return target + (f" ({'; '.join(notes)})" if notes else "")
 
 
