@@ -120,12 +120,12 @@ converge: ## Run playbooks/site.yml against the existing inventory
 .PHONY: destroy
 destroy: $(if $(filter lab,$(ENV)),,known-env) $(if $(filter hcloud,$(ENV)),settings hcloud-token) ## Remove everything the lab made (containers, network, Terraform state); ENV=existing: only the state and inventory; ENV=hcloud: asks, then deletes what Terraform made
 ifeq ($(ENV),lab)
+	@python -m mailha.lab_cloud stop >/dev/null || true
 	@if [[ -d $(TF_DIR)/.terraform ]]; then \
 	  image=$$(scripts/build-image.sh --print-ref); \
 	  key=$$(cat $(LAB_KEY).pub 2>/dev/null || echo "ssh-ed25519 AAAAgone"); \
 	  terraform -chdir=$(TF_DIR) destroy -input=false -auto-approve -var image=$$image -var ssh_public_key="$$key"; \
 	fi
-	@python -m mailha.lab_cloud stop >/dev/null
 	@rm -f $(INVENTORY)
 else ifeq ($(ENV),hcloud)
 	@terraform -chdir=$(TF_DIR) destroy -input=true $(HCLOUD_VARS)

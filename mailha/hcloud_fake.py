@@ -1,7 +1,8 @@
 """A small local fake of the Hetzner Cloud API: the calls that move a floating IP.
 
     python -m mailha.hcloud_fake --listen 127.0.0.1:8780 --token-file FILE \\
-        --state-file STATE.json [--assign-latency 1] [--on-assign COMMAND]
+        --state-file STATE.json [--assign-latency 1] [--on-assign COMMAND] \\
+        [--tls-cert CERT.pem --tls-key KEY.pem]
 
 It answers what the hcloud SDK (1.18 and 2.x) sends for a floating IP and
 parses what the real API returns, in the same JSON shapes:
@@ -34,6 +35,11 @@ action in error.
 The state file (JSON) holds {"floating_ips": [{"id", "ip", "server", ...}],
 "servers": [{"id", "name"}]}; it is read at start and rewritten (by rename)
 after every change, so a lab or a test can read who holds the address.
+
+With --tls-cert and --tls-key (start(tls=...)) it serves HTTPS, as the real
+API does, so a mover on another host can reach it: the mover sends its
+token over https only (http to loopback alone) and trusts the fake's CA
+through api_ca_file (mailha.lab_cloud).
 """
 
 import argparse
@@ -42,6 +48,7 @@ import http.server
 import json
 import re
 import shlex
+import ssl
 import subprocess
 import sys
 import threading
@@ -392,10 +399,16 @@ class FakeHcloud:
 
     # -- serving ------------------------------------------------------------
 
-    def start(self, host="127.0.0.1", port=0):
-        """Serve in a daemon thread; returns the API endpoint URL."""
+    def start(self, host="127.0.0.1", port=0, tls=None):
+        """Serve in a daemon thread; returns the API endpoint URL. `tls`:
+        (certificate file, key file) to serve HTTPS, as the real API does."""
         self._stopping.clear()
-        self._server = _Server((host, port), _Handler, self)
+        context = None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(*tls)
+        self._server = _Server((host, port), _Handler, self, context)
         thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="hcloud-fake", daemon=True
         )
@@ -405,7 +418,8 @@ class FakeHcloud:
     @property
     def endpoint(self):
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        scheme = "http" if self._server.tls is None else "https"
+        return f"{scheme}://{host}:{port}/v1"
 
     def stop(self):
         self._stopping.set()
@@ -446,9 +460,21 @@ def _route(method, path):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, handler, fake):
+    def __init__(self, address, handler, fake, tls=None):
         self.fake = fake
+        self.tls = tls
         super().__init__(address, handler)
+
+    def finish_request(self, request, client_address):
+        """With TLS, the handshake happens here, in the request's own thread:
+        a client that fails it (plain HTTP, a certificate it does not trust)
+        loses its connection and stops nothing else."""
+        if self.tls is not None:
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+        super().finish_request(request, client_address)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -501,7 +527,11 @@ def main(argv=None):
     parser.add_argument("--state-file", required=True, help="JSON: floating_ips and servers; rewritten on change")
     parser.add_argument("--assign-latency", type=float, default=1.0, help="seconds an assign action runs")
     parser.add_argument("--on-assign", help="command run with FLOATING_IP_ID SERVER_ID when an assign succeeds")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     options = parser.parse_args(argv)
+    if bool(options.tls_cert) != bool(options.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     host, _, port = options.listen.rpartition(":")
     if not host or not port.isdigit():
         parser.error(f"--listen: not ADDRESS:PORT: {options.listen!r}")
@@ -517,7 +547,8 @@ def main(argv=None):
         assign_latency=options.assign_latency,
         on_assign=_run_hook(options.on_assign) if options.on_assign else None,
     )
-    print(f"hcloud fake: {fake.start(host, int(port))}", flush=True)
+    tls = (options.tls_cert, options.tls_key) if options.tls_cert else None
+    print(f"hcloud fake: {fake.start(host, int(port), tls=tls)}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

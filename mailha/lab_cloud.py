@@ -8,29 +8,30 @@
     python -m mailha.lab_cloud stop
 
 In Hetzner Cloud the floating IP reaches the server the API assigned it to,
-whatever the servers announce; keepalived only decides who asks
-(mailha-node fip-assign, roles/hcloud_mover). The lab has no such router: an
-address on a bridge goes where ARP says. So in this mode the lab's relays
-add no floating IP themselves (keepalived_virtual_ipaddresses is empty in
-the inventory `start` writes) and the fake API (mailha.hcloud_fake, on the
-controller, over TLS on the lab network) plays the router: when an assign
-action succeeds, after the latency given here, its hook (`route`) takes the
-address off every other relay, puts it on the assigned one, announces it
-with gratuitous ARP and has each relay re-read its Postfix route
-(mailha-postfix-role reconcile), as keepalived's notify does on a relay that
-gains or loses the address in the cloud. A relay that is powered off is
-skipped; it comes back without the address.
+whatever the servers announce. keepalived still adds the address on the
+VRRP MASTER (so it can accept and send from it) and its notify asks the API
+(mailha-node fip-assign, roles/hcloud_mover); until the API has moved it,
+the new MASTER's address is dead. The lab's bridge has no such router: an
+address goes where ARP says. So in this mode the controller plays the
+cloud's router: every relay but the one the fake API (mailha.hcloud_fake,
+on the controller, over TLS on the lab network) assigns the address to
+gets a fence in its network namespace, set from outside (nftables table
+netdev mailha_cloud on its link): no ARP for the address, no packet from
+or to it. When an assign action succeeds, after the latency given here,
+the fake's hook (`route`) moves the fence and announces the address from
+the assigned relay with gratuitous ARP, as the cloud's routing change
+would. A relay that is powered off is skipped; it comes back unfenced and
+without the address (keepalived starts it as BACKUP).
 
 `start` writes, under .lab/cloud/: the fake's token (also the relays' token
 file, <secrets>/hcloud-mover-token), a CA and the API's certificate for the
 controller's address, the fake's state (one floating IP, held by the relay
 that holds the address now; one server per relay), its log and pid, the
 hook's log (routes.log), and the inventory CLOUD.yml: BASE.yml with the
-mover (mailha_floating_ip_mover: ids, endpoint, CA) and no address for
-keepalived. Converging CLOUD.yml (site.yml) installs the mover and takes
-keepalived's address handling away; `apply` then puts the address where the
-fake says. `stop` ends the fake; converging BASE.yml gives keepalived the
-address back.
+mover (mailha_floating_ip_mover: ids, endpoint, CA). Converging CLOUD.yml
+(site.yml) installs the mover and keepalived's notify lines; `apply` then
+fences the relays as the fake's state says. `stop` ends the fake and lifts
+the fences; converging BASE.yml takes the mover's notify lines away.
 
 Exit codes: 0 done, 1 failed (one line on stderr says why), 2 usage error.
 """
@@ -38,7 +39,6 @@ Exit codes: 0 done, 1 failed (one line on stderr says why), 2 usage error.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import secrets
@@ -66,7 +66,7 @@ FIRST_SERVER_ID = 101
 # The lab's containers have one link.
 DEVICE = "eth0"
 HOOK_TIMEOUT = 30
-RECONCILE = ("/usr/local/sbin/mailha-postfix-role", "reconcile")
+FENCE_TABLE = "mailha_cloud"
 # An assign must end well inside the mover's bound (hcloud_mover_total_seconds, 40 s).
 MAX_LATENCY = 30
 
@@ -124,8 +124,7 @@ def plan(base: dict[str, Any], endpoint: str, ca_file: str) -> dict[str, Any]:
 
 
 def cloud_inventory(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """BASE with the mover and without keepalived's address (host variables
-    win over the project's group_vars)."""
+    """BASE with the mover."""
     data = json.loads(json.dumps(base))
     data["all"]["vars"]["mailha_floating_ip_mover"] = {
         "kind": "hcloud",
@@ -134,8 +133,6 @@ def cloud_inventory(base: dict[str, Any], settings: dict[str, Any]) -> dict[str,
         "api_endpoint": settings["endpoint"],
         "api_ca_file": settings["ca_file"],
     }
-    for host in data["all"]["children"]["mail"]["hosts"].values():
-        host["keepalived_virtual_ipaddresses"] = []
     return data
 
 
@@ -206,8 +203,47 @@ def _in_netns(container: tuple[str, str], *command: str, check: bool = True) -> 
     return result
 
 
+def fence_rules(address: str) -> str:
+    """The cloud's fence on a relay the address is not assigned to (nft -f)."""
+    return f"""table netdev {FENCE_TABLE} {{}}
+delete table netdev {FENCE_TABLE}
+table netdev {FENCE_TABLE} {{
+\tchain egress {{
+\t\ttype filter hook egress device "{DEVICE}" priority -500; policy accept;
+\t\tarp saddr ip {address} counter drop comment "not assigned here: no announcement"
+\t\tip saddr {address} counter drop comment "not assigned here: nothing leaves from it"
+\t}}
+\tchain ingress {{
+\t\ttype filter hook ingress device "{DEVICE}" priority -500; policy accept;
+\t\tarp daddr ip {address} counter drop comment "not assigned here: no answer"
+\t\tip daddr {address} counter drop comment "not assigned here: nothing arrives for it"
+\t}}
+}}
+"""
+
+
+OPEN_RULES = f"table netdev {FENCE_TABLE} {{}}\ndelete table netdev {FENCE_TABLE}\n"
+
+
+def _nft(container: tuple[str, str], rules: str) -> None:
+    name, pid = container
+    try:
+        result = subprocess.run(
+            ["nsenter", "-t", pid, "-n", "nft", "-f", "-"],
+            input=rules,
+            capture_output=True,
+            text=True,
+            timeout=HOOK_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MailhaError(f"nsenter nft for {name} failed: {exc}") from None
+    if result.returncode != 0:
+        raise MailhaError(f"nft in {name} failed: {' '.join(result.stderr.split())[:300]}")
+
+
 def route(settings: dict[str, Any], server_id: int) -> str:
-    """Make the lab deliver the floating IP to the relay of `server_id`; its name."""
+    """Make the lab deliver the floating IP to the relay of `server_id` only; its name."""
     owners = {server["id"]: name for name, server in settings["servers"].items()}
     if server_id not in owners:
         raise MailhaError(f"server {server_id} is none of the lab's relays ({', '.join(map(str, owners))})")
@@ -217,25 +253,37 @@ def route(settings: dict[str, Any], server_id: int) -> str:
     containers = {name: by_address.get(server["address"]) for name, server in settings["servers"].items()}
     if containers[target] is None:
         raise MailhaError(f"{target} ({settings['servers'][target]['address']}) is not running: nothing to route to")
-    others = [name for name in containers if name != target and containers[name]]
-    for name in others:
-        # Gone from here first: two holders on one bridge would split the traffic.
-        _in_netns(containers[name], "ip", "-4", "addr", "del", f"{address}/32", "dev", DEVICE, check=False)
-    held = _in_netns(containers[target], "ip", "-o", "-4", "addr", "show", "dev", DEVICE).stdout
-    if f" {address}/" not in held:
-        _in_netns(containers[target], "ip", "-4", "addr", "add", f"{address}/32", "dev", DEVICE)
+    for name, container in containers.items():
+        # The others first: the address must never reach two relays.
+        if name != target and container is not None:
+            _nft(container, fence_rules(address))
+    _nft(containers[target], OPEN_RULES)
     # Through netlink: /sys under nsenter -n is still the controller's.
     link = _in_netns(containers[target], "ip", "-o", "link", "show", "dev", DEVICE).stdout.split()
     mac = link[link.index("link/ether") + 1] if "link/ether" in link else ""
     _in_netns(containers[target], sys.executable, "-c", GARP_PROGRAM, DEVICE, garp_frame(mac, address).hex())
-    # Side by side: each is a Postfix reload on its own relay.
-    with concurrent.futures.ThreadPoolExecutor() as pool:
-        done = pool.map(
-            lambda name: (name, _podman("exec", containers[name][0], *RECONCILE, check=False).returncode),
-            [target, *others],
-        )
-        notes = [f"{name}: {' '.join(RECONCILE)} exited {code}" for name, code in done if code != 0]
-    return target + (f" ({'; '.join(notes)})" if notes else "")
+    return target
+
+
+def lift_fences(settings: dict[str, Any]) -> None:
+    """Every relay as in a lab without a cloud: no fence."""
+    by_address = containers_by_address()
+    for server in settings["servers"].values():
+        if by_address.get(server["address"]) is not None:
+            _nft(by_address[server["address"]], OPEN_RULES)
+
+
+def fenced(settings: dict[str, Any]) -> list[str]:
+    """The relays the cloud's fence keeps the address from."""
+    by_address = containers_by_address()
+    found = []
+    for name, server in settings["servers"].items():
+        container = by_address.get(server["address"])
+        if container is not None:
+            listed = _in_netns(container, "nft", "list", "tables", "netdev", check=False).stdout.split()
+            if FENCE_TABLE in listed:
+                found.append(name)
+    return found
 
 
 # -- the fake API -------------------------------------------------------------
@@ -308,7 +356,8 @@ def _wait_for_api(address: str, port: int, ca_file: str, timeout: float = 15) ->
 
 
 def holder(settings: dict[str, Any]) -> str | None:
-    """The relay that holds the address in the lab now (None: none or both)."""
+    """The relay that has the address on its link now, as keepalived's
+    MASTER does (None: none or both)."""
     by_address = containers_by_address()
     found = []
     for name, server in settings["servers"].items():
@@ -409,6 +458,7 @@ def status() -> dict[str, Any]:
         "latency": settings["latency"],
         "assigned_to": owners.get(assigned),
         "holder": holder(settings),
+        "fenced": fenced(settings),
         "inventory": settings["inventory"],
     }
 
@@ -459,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("\n".join(f"{key}: {value}" for key, value in shown.items()))
         elif options.command == "stop":
             print("lab cloud: the fake API stopped" if stop() else "lab cloud: no fake API was running")
+            if (cloud_dir() / "settings.json").exists():
+                lift_fences(load_settings())
+                print("lab cloud: the relays' fences are lifted")
     except MailhaError as exc:
         if options.command == "route":
             _log(f"failed: {exc}")

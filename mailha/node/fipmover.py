@@ -43,6 +43,8 @@ Settings: /etc/mailha/fip-mover.conf, key=value:
   server_id=N                 this relay's server id - required
   address=IP                  the floating IP's address, as keepalived adds it - required
   api_endpoint=URL            default: the SDK's (the public API); https, or http to loopback only
+  api_ca_file=PATH            PEM file of the CA(s) the endpoint's certificate is checked against
+                              instead of the system's (absolute; default: the system's)
   token_file=PATH             /etc/mailha/hcloud-token
   total_seconds=S             the whole run's bound, lock wait included (40)
   request_timeout=S           each call's connect and read timeout (10)
@@ -80,6 +82,7 @@ DEFAULTS = {
     "server_id": 0,
     "address": "",
     "api_endpoint": "",
+    "api_ca_file": "",
     "token_file": "/etc/mailha/hcloud-token",
     "total_seconds": 40.0,
     "request_timeout": 10.0,
@@ -98,6 +101,8 @@ PERMANENT = {
     "not_found": "floating IP {fip} or server {server} is not in the token's project: check floating_ip_id and "
     "server_id in {config}",
     "invalid_input": "the API refused server {server}: check server_id in {config}",
+    "tls_untrusted": "the certificate of {endpoint} does not verify: set api_ca_file in {config} to its CA, or fix "
+    "api_endpoint",
     "json_error": "the API could not read the request: report a bug in mailha-node",
 }
 
@@ -119,11 +124,22 @@ def _endpoint(text):
     raise ValueError(f"{text!r}: https://, or http:// to loopback only (the token must not travel in clear)")
 
 
+def _ca_file(text):
+    if not text:
+        return ""
+    if not os.path.isabs(text):
+        raise ValueError(f"{text!r}: an absolute path")
+    if not os.path.isfile(text):
+        raise ValueError(f"{text!r}: no such file")
+    return text
+
+
 PARSERS = {
     "floating_ip_id": config.parse_positive_int,
     "server_id": config.parse_positive_int,
     "address": _address,
     "api_endpoint": _endpoint,
+    "api_ca_file": _ca_file,
     "total_seconds": config.parse_positive_float,
     "request_timeout": config.parse_positive_float,
     "backoff_initial_seconds": config.parse_positive_float,
@@ -233,7 +249,7 @@ def is_permanent(err):
 # -- the SDK ----------------------------------------------------------------
 
 
-def _bounded_session(requests, timeout_for):
+def _bounded_session(requests, timeout_for, ca_file=""):
     """A requests.Session whose every call has the timeout timeout_for()
     gives, (seconds, cut short by the total bound), and raises ApiError for
     an error answer, TransportError for none, OutOfTime when the bound cut
@@ -243,8 +259,14 @@ def _bounded_session(requests, timeout_for):
         def request(self, method, url, *args, **kwargs):
             timeout, cut_short = timeout_for()
             kwargs["timeout"] = timeout
+            if ca_file:
+                # Per call: a session's verify loses to REQUESTS_CA_BUNDLE in the environment.
+                kwargs["verify"] = ca_file
             try:
                 response = super().request(method, url, *args, **kwargs)
+            except requests.exceptions.SSLError as err:
+                # No retry makes an untrusted certificate trusted.
+                raise ApiError("tls_untrusted", f"{type(err).__name__}: {err}") from None
             except requests.exceptions.RequestException as err:
                 # urllib3 reports some read timeouts as a ConnectionError.
                 if isinstance(err, requests.exceptions.Timeout) or "timed out" in str(err):
@@ -281,7 +303,7 @@ def _install_session(client, session):
 class Sdk:
     """The four calls the mover makes, through the hcloud SDK."""
 
-    def __init__(self, token, endpoint, timeout_for, poll_interval):
+    def __init__(self, token, endpoint, timeout_for, poll_interval, ca_file=""):
         import hcloud
         import requests
         from hcloud.servers.domain import Server
@@ -292,7 +314,7 @@ class Sdk:
         self.client = hcloud.Client(**options)
         self._server_type = Server
         self._floating_ip = None
-        self.bounded = _install_session(self.client, _bounded_session(requests, timeout_for))
+        self.bounded = _install_session(self.client, _bounded_session(requests, timeout_for, ca_file))
         self.version = getattr(hcloud, "__version__", None) or getattr(
             getattr(hcloud, "_version", None), "__version__", "unknown"
         )
@@ -441,8 +463,10 @@ class Mover:
             self.deadline = started + self.settings["total_seconds"]
         address = self.settings["address"]
         try:
+            # ca_file only when set: a factory of an SDK without it keeps working.
+            extra = {"ca_file": self.settings["api_ca_file"]} if self.settings.get("api_ca_file") else {}
             sdk = self._sdk_factory(
-                token, self.settings["api_endpoint"], self.timeout_for, self.settings["poll_interval"]
+                token, self.settings["api_endpoint"], self.timeout_for, self.settings["poll_interval"], **extra
             )
         except ImportError as err:
             self.log(
@@ -481,6 +505,7 @@ class Mover:
                         fip=self.fip,
                         server=self.server,
                         config=self.settings.get("_path", CONFIG_FILE),
+                        endpoint=self.settings["api_endpoint"] or "the API",
                     )
                     self.log(f"refused, not retried: {err.describe()}; {hint}", syslog.LOG_ERR)
                     return EXIT_REFUSED

@@ -40,7 +40,7 @@ def test_the_plan_gives_each_relay_a_server_id_in_name_order():
     assert settings["floating_ip_id"] == lab_cloud.FLOATING_IP_ID
 
 
-def test_the_cloud_inventory_adds_the_mover_and_takes_keepalived_s_address_away():
+def test_the_cloud_inventory_adds_the_mover_and_nothing_else():
     settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
     data = lab_cloud.cloud_inventory(BASE, settings)
     mover = data["all"]["vars"]["mailha_floating_ip_mover"]
@@ -51,12 +51,26 @@ def test_the_cloud_inventory_adds_the_mover_and_takes_keepalived_s_address_away(
         "api_endpoint": "https://10.213.0.1:8443/v1",
         "api_ca_file": "/x/ca.pem",
     }
-    relays = data["all"]["children"]["mail"]["hosts"]
-    assert all(host["keepalived_virtual_ipaddresses"] == [] for host in relays.values())
-    assert "keepalived_virtual_ipaddresses" not in data["all"]["children"]["loadbalancer"]["hosts"]["lb"]
+    del data["all"]["vars"]["mailha_floating_ip_mover"]
+    assert data == BASE
     # The base is left as it was, and the result is plain YAML.
     assert "mailha_floating_ip_mover" not in BASE["all"]["vars"]
+    data = lab_cloud.cloud_inventory(BASE, settings)
     assert yaml.safe_load(yaml.safe_dump(data)) == data
+
+
+def test_the_fence_keeps_every_way_of_the_address_off_the_link():
+    rules = lab_cloud.fence_rules("10.213.0.100")
+    drops = [line.strip() for line in rules.splitlines() if line.strip().endswith('"') and " drop " in line]
+    assert [d.split(" counter")[0] for d in drops] == [
+        "arp saddr ip 10.213.0.100",
+        "ip saddr 10.213.0.100",
+        "arp daddr ip 10.213.0.100",
+        "ip daddr 10.213.0.100",
+    ]
+    assert 'hook egress device "eth0"' in rules and 'hook ingress device "eth0"' in rules
+    # Replaces a fence already there, in one transaction; the opening removes it.
+    assert rules.startswith(lab_cloud.OPEN_RULES)
 
 
 def test_a_gratuitous_arp_names_the_address_as_sender_and_target():
