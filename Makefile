@@ -193,7 +193,8 @@ benchmark: deps ## Failover benchmark on the lab, tuned vs stock keepalived timi
 
 .PHONY: benchmark-cloud
 benchmark-cloud: deps ## Failover benchmark in simulated cloud mode (after make lab-as-cloud): outage per API latency (LATENCIES=0.5,2,5 RUNS=3)
-	python benchmarks/cloud_failover.py --latencies $${LATENCIES:-0.5,2,5} --runs $${RUNS:-3}
+	python benchmarks/cloud_failover.py --latencies $${LATENCIES:-0.5,2,5} --runs $${RUNS:-3} \
+	  --scenarios $${SCENARIOS:-mta-crash,host-down}
 
 .PHONY: benchmark-throughput
 benchmark-throughput: deps ## Throughput benchmark on the lab: msg/s per path, signed vs unsigned, accepted vs delivered (ROUNDS=3)
