@@ -184,13 +184,16 @@ for _ in range(3):
 """
 
 
-def _in_netns(container: tuple[str, str], *command: str, check: bool = True) -> subprocess.CompletedProcess:
+def _in_netns(
+    container: tuple[str, str], *command: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess:
     """Run a controller program in the (name, pid) container's network
     namespace: the cloud's router acts from outside the server."""
     name, pid = container
     try:
         result = subprocess.run(
             ["nsenter", "-t", pid, "-n", *command],
+            input=input,
             capture_output=True,
             text=True,
             timeout=HOOK_TIMEOUT,
@@ -226,20 +229,7 @@ OPEN_RULES = f"table netdev {FENCE_TABLE} {{}}\ndelete table netdev {FENCE_TABLE
 
 
 def _nft(container: tuple[str, str], rules: str) -> None:
-    name, pid = container
-    try:
-        result = subprocess.run(
-            ["nsenter", "-t", pid, "-n", "nft", "-f", "-"],
-            input=rules,
-            capture_output=True,
-            text=True,
-            timeout=HOOK_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise MailhaError(f"nsenter nft for {name} failed: {exc}") from None
-    if result.returncode != 0:
-        raise MailhaError(f"nft in {name} failed: {' '.join(result.stderr.split())[:300]}")
+    _in_netns(container, "nft", "-f", "-", input=rules)
 
 
 def route(settings: dict[str, Any], server_id: int) -> str:
