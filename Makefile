@@ -212,8 +212,9 @@ lab-as-existing: ## The provisioned lab's servers as ENV=existing (its own Terra
 	  INVENTORY=$(LAB_AS_EXISTING_INVENTORY)
 
 # The same servers as a cloud that routes the floating IP through its API
-# (mailha/lab_cloud.py): a fake Hetzner API on the controller moves the
-# address after LAB_CLOUD_LATENCY seconds; keepalived adds none itself.
+# (mailha/lab_cloud.py): a fake Hetzner API on the controller delivers the
+# address to the relay it assigns it to, LAB_CLOUD_LATENCY seconds after the
+# mover asks.
 LAB_CLOUD_INVENTORY := inventories/lab-cloud/hosts.yml
 LAB_CLOUD_LATENCY ?= 2
 
@@ -225,8 +226,10 @@ lab-as-cloud: ## The lab as ENV=existing in simulated cloud mode: the mover asks
 	@python -m mailha.lab_cloud apply
 
 .PHONY: lab-cloud-off
-lab-cloud-off: ## Out of simulated cloud mode: keepalived moves the floating IP again, the fake API stops
+lab-cloud-off: ## Out of simulated cloud mode: no mover on the relays, no fence, the fake API stops
 	@ansible-playbook -i $(LAB_AS_EXISTING_INVENTORY) playbooks/site.yml --limit mail
+	@ansible -i $(LAB_AS_EXISTING_INVENTORY) mail -b -m ansible.builtin.systemd_service \
+	  -a "name=mailha-fip-check.timer state=stopped enabled=false"
 	@python -m mailha.lab_cloud stop
 
 .PHONY: integration-cloud
