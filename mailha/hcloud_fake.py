@@ -27,7 +27,9 @@ Faults for tests (FakeHcloud methods), each for the next N matching requests:
 fail() answers an error code, rate_limit() a 429 with its headers, delay()
 answers late (the request is still carried out, as a real one that arrived
 would be), fail_actions() lets the next assign actions end in status
-"error". Every request is recorded (FakeHcloud.requests) for assertions.
+"error". Every request is recorded (FakeHcloud.requests) for assertions,
+and so is every connection that failed the TLS handshake
+(FakeHcloud.tls_failures).
 on_assign(floating_ip_id, server_id) is called when an assign succeeds, so a
 lab can move the address between its hosts; an exception there ends the
 action in error.
@@ -36,10 +38,13 @@ The state file (JSON) holds {"floating_ips": [{"id", "ip", "server", ...}],
 "servers": [{"id", "name"}]}; it is read at start and rewritten (by rename)
 after every change, so a lab or a test can read who holds the address.
 
-With --tls-cert and --tls-key (start(tls=...)) it serves HTTPS, as the real
-API does, so a mover on another host can reach it: the mover sends its
-token over https only (http to loopback alone) and trusts the fake's CA
-through api_ca_file (mailha.lab_cloud).
+With --tls-cert and --tls-key (both PEM; start(tls=(cert, key))) it serves
+HTTPS (TLS 1.2 at least), as the real API does, so a mover on another host
+can reach it: the mover sends its token over https only (http to loopback
+alone) and trusts the fake's CA through api_ca_file (mailha.lab_cloud).
+Each connection's handshake runs in its own thread, bounded: a client that
+fails it (plain HTTP, garbage, a CA it does not trust, silence) loses that
+connection only.
 """
 
 import argparse
@@ -128,8 +133,9 @@ class _Fault:
 
 
 class FakeHcloud:
-    """The fake API: state, faults and the request log. start() serves it on
-    loopback in a thread and returns the endpoint (http://127.0.0.1:PORT/v1)."""
+    """The fake API: state, faults and the request log. start() serves it in
+    a thread (loopback by default; HTTPS with tls=(certificate, key)) and
+    returns the endpoint (http://127.0.0.1:PORT/v1, or https://...)."""
 
     def __init__(
         self,
@@ -152,6 +158,8 @@ class FakeHcloud:
         # GET /pricing answers this document (the API's `pricing` object); None: 404.
         self.pricing = pricing
         self.requests = []
+        # (client address, error) of each connection that failed the TLS handshake.
+        self.tls_failures = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._faults = []
@@ -248,6 +256,10 @@ class FakeHcloud:
         """The recorded requests, to `endpoint` only when given."""
         with self._lock:
             return [r for r in self.requests if endpoint is None or r.endpoint == endpoint]
+
+    def _tls_failed(self, client_address, err):
+        with self._lock:
+            self.tls_failures.append((client_address, f"{type(err).__name__}: {err}"))
 
     def server_of(self, floating_ip_id):
         with self._lock:
@@ -459,6 +471,8 @@ def _route(method, path):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # A client that connects and says nothing holds its own thread this long.
+    handshake_seconds = 10.0
 
     def __init__(self, address, handler, fake, tls=None):
         self.fake = fake
@@ -466,15 +480,25 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__(address, handler)
 
     def finish_request(self, request, client_address):
-        """With TLS, the handshake happens here, in the request's own thread:
-        a client that fails it (plain HTTP, a certificate it does not trust)
-        loses its connection and stops nothing else."""
-        if self.tls is not None:
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError):
-                return
-        super().finish_request(request, client_address)
+        """With TLS, the handshake happens here, in the request's own thread
+        (never in the accepting one): a client that fails it (plain HTTP,
+        garbage, a certificate it does not trust, silence) loses its
+        connection, is counted in fake.tls_failures and stops nothing else."""
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(self.handshake_seconds)
+        try:
+            wrapped = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as err:
+            self.fake._tls_failed(client_address, err)
+            return
+        try:
+            wrapped.settimeout(None)
+            super().finish_request(wrapped, client_address)
+        finally:
+            # The plain socket was handed over to `wrapped`: close this one.
+            self.shutdown_request(wrapped)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -18,11 +18,13 @@ and read the floating IP again to check. `locked`, `rate_limit_exceeded`
 (waiting for RateLimit-Reset, capped), `conflict`, `maintenance`, server
 errors, failed actions and timeouts are retried with exponential backoff
 (jitter: half to all of each delay) within total_seconds; `unauthorized`,
-`forbidden`, `token_readonly`, `not_found` and `invalid_input` are not: one
-line says what to fix. The address is looked at again before every
-attempt: a relay that stopped being MASTER meanwhile leaves the floating IP
-alone. Every API call is one syslog line (ident mailha-fip-assign or
-mailha-fip-check) with its outcome; the run ends with one line.
+`forbidden`, `token_readonly`, `not_found`, `invalid_input` and an endpoint
+certificate that does not verify (`tls_untrusted`: against api_ca_file, or
+the system's CAs) are not: one line says what to fix. The address is
+looked at again before every attempt: a relay that stopped being MASTER
+meanwhile leaves the floating IP alone. Every API call is one syslog line
+(ident mailha-fip-assign or mailha-fip-check) with its outcome; the run
+ends with one line.
 
 The hcloud SDK (python3-hcloud 1.18 on Debian 12, or 2.x) is imported only
 here, only when a run starts. Its own retries (up to 60 s per call in 2.x)
@@ -44,7 +46,8 @@ Settings: /etc/mailha/fip-mover.conf, key=value:
   address=IP                  the floating IP's address, as keepalived adds it - required
   api_endpoint=URL            default: the SDK's (the public API); https, or http to loopback only
   api_ca_file=PATH            PEM file of the CA(s) the endpoint's certificate is checked against
-                              instead of the system's (absolute; default: the system's)
+                              instead of the system's (absolute; a regular file holding at least
+                              one certificate; default: "", the system's CAs)
   token_file=PATH             /etc/mailha/hcloud-token
   total_seconds=S             the whole run's bound, lock wait included (40)
   request_timeout=S           each call's connect and read timeout (10)
@@ -65,6 +68,7 @@ import fcntl
 import ipaddress
 import os
 import random
+import ssl
 import stat
 import sys
 import syslog
@@ -74,6 +78,8 @@ import urllib.parse
 from mailha.node import config
 
 CONFIG_FILE = "/etc/mailha/fip-mover.conf"
+# The API the SDK talks to when api_endpoint is "" (1.18 and 2.x alike).
+DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 ROOT_UID = 0
 EXIT_OK, EXIT_GAVE_UP, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
@@ -101,8 +107,8 @@ PERMANENT = {
     "not_found": "floating IP {fip} or server {server} is not in the token's project: check floating_ip_id and "
     "server_id in {config}",
     "invalid_input": "the API refused server {server}: check server_id in {config}",
-    "tls_untrusted": "the certificate of {endpoint} does not verify: set api_ca_file in {config} to its CA, or fix "
-    "api_endpoint",
+    "tls_untrusted": "the certificate of {endpoint} does not verify against {cas}: set api_ca_file in {config} to "
+    "the CA that signed it, or fix the endpoint's certificate",
     "json_error": "the API could not read the request: report a bug in mailha-node",
 }
 
@@ -128,9 +134,17 @@ def _ca_file(text):
     if not text:
         return ""
     if not os.path.isabs(text):
-        raise ValueError(f"{text!r}: an absolute path")
-    if not os.path.isfile(text):
+        raise ValueError(f"{text!r}: not an absolute path")
+    if not os.path.exists(text):
         raise ValueError(f"{text!r}: no such file")
+    if not os.path.isfile(text):
+        raise ValueError(f"{text!r}: not a regular file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=text)
+    except ssl.SSLError as err:
+        raise ValueError(f"{text!r}: no PEM certificate in it ({err.reason or err})") from None
+    except OSError as err:
+        raise ValueError(f"{text!r}: {err.strerror or err}") from None
     return text
 
 
@@ -229,9 +243,39 @@ class OutOfTime(Exception):
     """The total bound is reached."""
 
 
+def _certificate_failure(err):
+    """Why the server's certificate did not verify, when that is what `err`
+    (requests' or urllib3's SSLError, however deep the ssl error is wrapped)
+    reports; else None (another TLS failure: a reset handshake is worth a
+    retry, an untrusted certificate is not)."""
+    pending, seen = [err], set()
+    while pending:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current.verify_message or current.reason or str(current)
+        pending.extend((current.__cause__, current.__context__, getattr(current, "reason", None), *current.args))
+    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(err) else None
+
+
+def _untrusted(err, url):
+    """The permanent ApiError of a certificate that did not verify, or None."""
+    reason = _certificate_failure(err)
+    if reason is None:
+        return None
+    parts = urllib.parse.urlsplit(url or "")
+    origin = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "the API"
+    return ApiError("tls_untrusted", f"{origin}: certificate verify failed: {reason}")
+
+
 def _as_api_error(err):
-    """An ApiError for the SDK's APIException (used when the session could
-    not be replaced), else None."""
+    """An ApiError for the SDK's APIException or an untrusted certificate
+    (used when the session could not be replaced), else None."""
+    untrusted = _untrusted(err, getattr(getattr(err, "request", None), "url", None))
+    if untrusted is not None:
+        return untrusted
     if type(err).__name__ == "APIException" and hasattr(err, "code"):
         code = err.code
         return ApiError(code, getattr(err, "message", str(err)), code if isinstance(code, int) else None)
@@ -251,9 +295,11 @@ def is_permanent(err):
 
 def _bounded_session(requests, timeout_for, ca_file=""):
     """A requests.Session whose every call has the timeout timeout_for()
-    gives, (seconds, cut short by the total bound), and raises ApiError for
-    an error answer, TransportError for none, OutOfTime when the bound cut
-    the call short."""
+    gives, (seconds, cut short by the total bound), checks the server's
+    certificate against ca_file when set, and raises ApiError for an error
+    answer or a certificate that does not verify (tls_untrusted),
+    TransportError for no answer, OutOfTime when the bound cut the call
+    short."""
 
     class BoundedSession(requests.Session):
         def request(self, method, url, *args, **kwargs):
@@ -264,10 +310,12 @@ def _bounded_session(requests, timeout_for, ca_file=""):
                 kwargs["verify"] = ca_file
             try:
                 response = super().request(method, url, *args, **kwargs)
-            except requests.exceptions.SSLError as err:
-                # No retry makes an untrusted certificate trusted.
-                raise ApiError("tls_untrusted", f"{type(err).__name__}: {err}") from None
             except requests.exceptions.RequestException as err:
+                # No retry makes an untrusted certificate trusted: permanent.
+                # Any other TLS failure (a handshake cut short) is transient.
+                untrusted = _untrusted(err, url) if isinstance(err, requests.exceptions.SSLError) else None
+                if untrusted is not None:
+                    raise untrusted from None
                 # urllib3 reports some read timeouts as a ConnectionError.
                 if isinstance(err, requests.exceptions.Timeout) or "timed out" in str(err):
                     if cut_short:
@@ -475,9 +523,10 @@ class Mover:
             )
             return EXIT_USAGE
         if not getattr(sdk, "bounded", True):
+            ignored = "; api_ca_file is not applied" if self.settings.get("api_ca_file") else ""
             self.log(
                 f"hcloud SDK {getattr(sdk, 'version', '?')}: its HTTP session was not found; its own timeouts and"
-                " retries apply, so total_seconds may be overrun",
+                f" retries apply, so total_seconds may be overrun{ignored}",
                 syslog.LOG_WARNING,
             )
         attempt = 0
@@ -505,7 +554,8 @@ class Mover:
                         fip=self.fip,
                         server=self.server,
                         config=self.settings.get("_path", CONFIG_FILE),
-                        endpoint=self.settings["api_endpoint"] or "the API",
+                        endpoint=self.settings["api_endpoint"] or DEFAULT_ENDPOINT,
+                        cas=self.settings.get("api_ca_file") or "the system's CAs",
                     )
                     self.log(f"refused, not retried: {err.describe()}; {hint}", syslog.LOG_ERR)
                     return EXIT_REFUSED

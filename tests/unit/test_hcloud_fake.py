@@ -243,3 +243,4 @@ def test_the_fake_runs_as_a_process_and_writes_its_state(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+        process.stdout.close()
