@@ -108,11 +108,17 @@ def test_settings_validate_and_point_at_the_fake(host):
         f"server_id={THIS_SERVER}",
         f"address={ADDRESS}",
         "api_endpoint=http://127.0.0.1:8780/v1",
+        "api_ca_file=",
         f"token_file={TOKEN_FILE}",
         "total_seconds=20",
     ):
         assert line in lines
     assert the_token(host) not in conf.content_string
+
+
+def test_no_api_ca_file_without_hcloud_mover_api_ca_file(host):
+    """The scenario's fake is http on loopback: no CA is written."""
+    assert not host.file("/etc/mailha/hcloud-api-ca.pem").exists
 
 
 def test_timer_enabled_and_active(host):
