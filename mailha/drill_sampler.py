@@ -35,14 +35,20 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             now = time.time()
-            held = []
+            held, active = [], {}
             for name, url in self.urls.items():
                 code, document = probes.http_json(url, timeout=0.3)
-                if code == 200 and isinstance(document, dict) and document.get("holds_floating_ip"):
-                    held.append(name)
+                if code == 200 and isinstance(document, dict):
+                    if document.get("holds_floating_ip"):
+                        held.append(name)
+                    active[name] = "UP" if document.get("active") else "DOWN"
+                else:
+                    active[name] = "DOWN"
             holder = held[0] if len(held) == 1 else ("split" if held else None)
             self.holders.append((now, holder))
-            servers = probes.haproxy_servers(self.stats_url, timeout=0.3)
+            # A managed load balancer's statistics are the cloud's: what it
+            # sends to is what its health check reads, the relays' /active.
+            servers = active if self.pair.managed_balancer else probes.haproxy_servers(self.stats_url, timeout=0.3)
             if isinstance(servers, dict):
                 self.balancer.append((now, servers))
             self.stop_event.wait(max(0.0, self.interval - (time.time() - now)))

@@ -182,6 +182,12 @@ class Pair:
         return self.vars["mailha_floating_ip"]
 
     @property
+    def managed_balancer(self) -> bool:
+        """The load balancer is a cloud's (kind hcloud), no host: it sends to
+        whichever relay answers 200 on /active, its own health check."""
+        return self.balancer.get("kind", "haproxy") != "haproxy"
+
+    @property
     def nameserver(self) -> str:
         return self.vars["mailha_nameserver"]
 
@@ -397,12 +403,19 @@ def load(inventory_path: Path) -> Pair:
         )
     balancer_name = all_vars.get("mailha_load_balancer_host", "lb")
     _checked(balancer_name, "mailha_load_balancer_host", names.host_name_problem, inventory_path)
-    balancer = dict(
-        _mapping(groups.get("loadbalancer", {}).get(balancer_name), f"host {balancer_name}", inventory_path)
-    )
+    kind = all_vars.get("mailha_load_balancer_kind", "haproxy")
+    if kind not in inventory.BALANCER_KINDS:
+        raise BadInput(
+            f"inventory {inventory_path}: mailha_load_balancer_kind is {names.shown(kind)}; "
+            f"it must be one of {', '.join(inventory.BALANCER_KINDS)}; regenerate it with 'mailha inventory'"
+        )
+    # A managed load balancer is no host of the inventory: only its address.
+    host = groups.get("loadbalancer", {}).get(balancer_name) if kind == "haproxy" else None
+    balancer = dict(_mapping(host, f"host {balancer_name}", inventory_path))
     balancer.setdefault("mailha_address", all_vars.get("mailha_load_balancer_address"))
     _checked(balancer["mailha_address"], "the load balancer's address", names.address_problem, inventory_path)
     balancer["name"] = balancer_name
+    balancer["kind"] = kind
     pair = Pair(
         environment=all_vars["mailha_environment"],
         inventory_path=inventory_path,

@@ -119,10 +119,11 @@ def gather(pair: Pair) -> Topology:
             n: pool.submit(probes.get_json, f"http://{node.address}:{port}/status", timeout)
             for n, node in pair.nodes.items()
         }
-        servers = pool.submit(probes.haproxy_servers, stats_url, timeout)
+        servers = None if pair.managed_balancer else pool.submit(probes.haproxy_servers, stats_url, timeout)
         answer = pool.submit(probes.dns_a, pair.sending_host, pair.nameserver, timeout)
     primary = pair.designated_primary()
-    lb_servers = servers.result()
+    documents = {name: agent_status(agent[name].result()) for name in pair.nodes}
+    lb_servers = servers.result() if servers is not None else managed_balancer_view(documents)
     try:
         isolated, isolation_error = fencing.marks(pair), None
     except MailhaError as exc:
@@ -130,7 +131,7 @@ def gather(pair: Pair) -> Topology:
     views = []
     for name, node in pair.nodes.items():
         probe = smtp[name].result()
-        doc, agent_problem = agent_status(agent[name].result())
+        doc, agent_problem = documents[name]
         agent_ok = doc is not None
         views.append(
             NodeView(
@@ -167,6 +168,7 @@ def gather(pair: Pair) -> Topology:
         holders=[v.name for v in views if v.holds_floating_ip],
         balancer={
             "address": balancer_address,
+            "kind": pair.balancer.get("kind", "haproxy"),
             "servers": lb_servers if isinstance(lb_servers, dict) else {},
             "error": None if isinstance(lb_servers, dict) else lb_servers,
         },
@@ -217,9 +219,10 @@ AGENT_FIELDS = {
     "route": (lambda v: v is None or v in ROUTES, f"one of {', '.join(ROUTES)}"),
     "health": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("reason", ""), str)), "an object"),
     "demoted_reason": (lambda v: v is None or isinstance(v, str), "null or a text"),
+    "active": (lambda v: v is None or isinstance(v, bool), "true or false"),
 }
 # Fields an agent may leave out (an older agent, or no route file yet).
-OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route", "health", "demoted_reason"}
+OPTIONAL_AGENT_FIELDS = {"queue_oldest_age_seconds", "route", "health", "demoted_reason", "active"}
 HEALTH_LEVEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,23}")
 
 
@@ -262,6 +265,21 @@ def queues_empty(pair: Pair, timeout: float = 1.0) -> bool:
         if document is None or sum(document["queue"].values()) > 0:
             return False
     return True
+
+
+def managed_balancer_view(documents: dict[str, tuple[dict[str, Any] | None, str]]) -> dict[str, str]:
+    """What a managed load balancer (kind hcloud) sends to, as its own health
+    check decides: UP for a relay whose agent answers active (200 on /active),
+    DOWN for one that does not, UNKNOWN when its agent cannot be read. Its
+    check runs every few seconds, so the balancer follows this view within
+    that interval; the cloud's API is not asked (it needs the project's token)."""
+    view = {}
+    for name, (document, _) in documents.items():
+        if document is None or document.get("active") is None:
+            view[name] = "UNKNOWN"
+        else:
+            view[name] = "UP" if document["active"] else "DOWN"
+    return view
 
 
 def agent_status(answer: probes.HttpJson) -> tuple[dict[str, Any] | None, str]:
@@ -367,11 +385,14 @@ def assess(t: Topology, deferred_warning: int) -> list[dict[str, str]]:
             others = [n for n, s in states.items() if n != holder and str(s).startswith(("UP", LB_PINNED))]
             if others:
                 add(DEGRADED, f"the load balancer also sends to {', '.join(others)}, which is not active")
+    # A managed balancer has no disabled state: the isolated relay must not
+    # pass its check (fenced, its agent does not answer).
+    out = ("MAINT", "ABSENT") if t.balancer.get("kind", "haproxy") == "haproxy" else ("DOWN", "UNKNOWN", "ABSENT")
     if t.balancer["error"] is None:
         for name in sorted(fenced):
             for server in (name, f"{name}{LB_STANDBY_SUFFIX}"):
                 state = str(t.balancer["servers"].get(server, "ABSENT"))
-                if not state.startswith(("MAINT", "ABSENT")):
+                if not state.startswith(out):
                     add(CRITICAL, f"the load balancer has not disabled the isolated {server} ({state})")
     if t.balancer["error"] is not None:
         add(DEGRADED, f"load balancer statistics unreadable: {t.balancer['error']}")
@@ -439,6 +460,9 @@ def render_table(t: Topology) -> str:
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     answer = ", ".join(t.dns["answer"]) if t.dns["error"] is None else f"error: {t.dns['error']}"
     lines.append(f"DNS {t.dns['name']} -> {answer}")
+    if t.balancer.get("kind", "haproxy") != "haproxy":
+        managed = f"LB {t.balancer['address']} ({t.balancer['kind']}, managed)"
+        lines.append(f"{managed}: sends to the relay answering /active (column LB)")
     for p in t.problems:
         lines.append(f"{p['severity'].upper()}: {p['problem']}")
     lines.append(f"verdict: {t.verdict}")
