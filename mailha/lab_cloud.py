@@ -28,7 +28,10 @@ file, <secrets>/hcloud-mover-token), a CA and the API's certificate for the
 controller's address, the fake's state (one floating IP, held by the relay
 that holds the address now; one server per relay), its log and pid, the
 hook's log (routes.log), and the inventory CLOUD.yml: BASE.yml with the
-mover (mailha_floating_ip_mover: ids, endpoint, CA). Converging CLOUD.yml
+mover (mailha_floating_ip_mover: ids, endpoint, CA) and its load balancer
+declared managed (mailha_load_balancer_kind hcloud, no loadbalancer host:
+the lab's HAProxy, left as provisioned, plays Hetzner's, which sends to the
+relay answering /active). Converging CLOUD.yml
 (site.yml) installs the mover and keepalived's notify lines; `apply` then
 fences the relays as the fake's state says. `stop` ends the fake and lifts
 the fences; converging BASE.yml takes the mover's notify lines away.
@@ -124,8 +127,18 @@ def plan(base: dict[str, Any], endpoint: str, ca_file: str) -> dict[str, Any]:
 
 
 def cloud_inventory(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """BASE with the mover."""
+    """BASE with the mover, and its load balancer as a cloud's managed one
+    (kind hcloud, no host): the lab's HAProxy plays it, sending to whichever
+    relay answers /active as Hetzner's does, and the playbooks and the CLI
+    take the managed path (no pin, no drain, no statistics)."""
     data = json.loads(json.dumps(base))
+    all_vars = data["all"]["vars"]
+    children = data["all"]["children"]
+    balancer = children.pop("loadbalancer", {}).get("hosts", {}).get(all_vars.get("mailha_load_balancer_host"), {})
+    all_vars["mailha_load_balancer_kind"] = "hcloud"
+    all_vars.setdefault(
+        "mailha_load_balancer_source_address", balancer.get("mailha_address", all_vars["mailha_load_balancer_address"])
+    )
     data["all"]["vars"]["mailha_floating_ip_mover"] = {
         "kind": "hcloud",
         "floating_ip_id": settings["floating_ip_id"],

@@ -16,6 +16,8 @@ BASE = {
             "mailha_floating_ip": "10.213.0.100",
             "mailha_controller_address": "10.213.0.1",
             "mailha_environment": "existing",
+            "mailha_load_balancer_host": "lb",
+            "mailha_load_balancer_address": "10.213.0.20",
         },
         "children": {
             "mail": {
@@ -40,7 +42,7 @@ def test_the_plan_gives_each_relay_a_server_id_in_name_order():
     assert settings["floating_ip_id"] == lab_cloud.FLOATING_IP_ID
 
 
-def test_the_cloud_inventory_adds_the_mover_and_nothing_else():
+def test_the_cloud_inventory_adds_the_mover_and_a_managed_balancer_and_nothing_else():
     settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
     data = lab_cloud.cloud_inventory(BASE, settings)
     mover = data["all"]["vars"]["mailha_floating_ip_mover"]
@@ -52,6 +54,11 @@ def test_the_cloud_inventory_adds_the_mover_and_nothing_else():
         "api_ca_file": "/x/ca.pem",
     }
     del data["all"]["vars"]["mailha_floating_ip_mover"]
+    # The lab's HAProxy plays a managed load balancer: no host to configure.
+    assert "loadbalancer" not in data["all"]["children"]
+    assert data["all"]["vars"].pop("mailha_load_balancer_kind") == "hcloud"
+    assert data["all"]["vars"].pop("mailha_load_balancer_source_address") == "10.213.0.20"
+    data["all"]["children"]["loadbalancer"] = BASE["all"]["children"]["loadbalancer"]
     assert data == BASE
     # The base is left as it was, and the result is plain YAML.
     assert "mailha_floating_ip_mover" not in BASE["all"]["vars"]
