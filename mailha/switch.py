@@ -49,6 +49,23 @@ PLAN = [
     "send a test message through the load balancer; the target must deliver it",
 ]
 FORCED_SKIPS = {0, 3}  # forced mode does not touch the source's load balancer slot or queue
+# A managed load balancer (mailha_load_balancer_kind hcloud) is no host to
+# pin or drain: it sends to whichever relay answers /active.
+MANAGED_PLAN = {
+    0: "leave the managed load balancer to its health check: it sends to the relay answering /active",
+    4: "wait until only the target answers /active, the managed load balancer's health check",
+}
+HCLOUD_DNS_PLAN = "point the active-relay DNS record at the target through the Hetzner Cloud API and read it back"
+
+
+def plan_steps(pair: Pair) -> list[str]:
+    """The switch's steps as switch.yml takes them for this pair's load balancer and DNS."""
+    steps = [MANAGED_PLAN.get(n, text) if pair.managed_balancer else text for n, text in enumerate(PLAN)]
+    if pair.vars.get("mailha_dns_updates", "rfc2136") == "hcloud":
+        steps[5] = HCLOUD_DNS_PLAN
+    return steps
+
+
 SKIP_PREFLIGHT = "--skip-preflight"
 
 
@@ -337,7 +354,7 @@ def run_switch(
         echo(f"\n{command}: make {target} the active relay ({mode}; source {source}). Preconditions:")
         plan = [
             f"{number + 1}. {text}{' (skipped: forced)' if mode == 'forced' and number in FORCED_SKIPS else ''}"
-            for number, text in enumerate(PLAN)
+            for number, text in enumerate(plan_steps(pair))
         ]
         go = check_and_plan(
             pair,

@@ -133,3 +133,14 @@ def test_a_drill_samples_a_managed_balancer_from_the_relays_active(agents, manag
     assert sampler.balancer[0][1] == {"mx1": "DOWN", "mx2": "UP"}
     assert sampler.holders[0][1] == "mx2"
     assert sampler.first_balancer_switch(0, "mx2") == sampler.balancer[0][0]
+
+
+def test_the_switch_plan_of_a_managed_balancer_neither_pins_nor_drains(managed_inventory):
+    from mailha import switch
+
+    steps = switch.plan_steps(pair_mod.load(managed_inventory))
+    assert len(steps) == len(switch.PLAN)
+    assert not [s for s in steps if "drain" in s or "return the load balancer" in s], steps
+    assert steps[4] == "wait until only the target answers /active, the managed load balancer's health check"
+    # The hcloud contract's zone is changed through the API, not RFC 2136.
+    assert "Hetzner Cloud API" in steps[5] and "RFC 2136" not in steps[5]

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from mailha import lab_cloud
-from tests.integration.labtools import INVENTORY
+from tests.integration.labtools import INVENTORY, wait_for
+from tests.integration.test_cli_switch import HOLD_DOWN, assert_nothing_refused_or_lost, switch_under_traffic
 
 pytestmark = pytest.mark.lab
 
@@ -69,6 +70,37 @@ def test_the_mover_reaches_the_api_over_tls_only_with_the_labs_ca(lab, cloud):
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(routes()) == before
     assert lab.active() == active
+
+
+def test_a_planned_switch_through_a_managed_balancer_refuses_and_loses_nothing(lab, cli, cloud, on_primary):
+    """No load balancer host: the switch neither pins nor drains, it waits until only
+    the target answers /active (what the lab's HAProxy, standing in for Hetzner's,
+    checks); the source hands over what it accepted meanwhile. The API moves the
+    address both ways."""
+    before = len(routes())
+    result, attempts = switch_under_traffic(lab, cli, "failover", "--yes", "--reason", "cloud maintenance test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Step: wait until only the target answers /active" in result.stdout, result.stdout
+    assert "drain the source relay at the load balancer" not in result.stdout
+    print(f"\ncloud planned failover took {result.seconds:.1f}s")
+    assert lab.active() == "mx2"
+    wait_for(lambda: assigned_to(cloud) == "mx2", 30, what="the API assigning the floating IP to mx2")
+    assert_nothing_refused_or_lost(lab, attempts, "cloud planned failover")
+    view = json.loads(cli("status", "--output", "json").stdout)
+    assert view["balancer"]["kind"] == "hcloud"
+    assert view["balancer"]["servers"] == {"mx1": "DOWN", "mx2": "UP"}, view["balancer"]
+
+    time.sleep(HOLD_DOWN)
+    result, attempts = switch_under_traffic(lab, cli, "failback", "--yes", "--reason", "cloud maintenance done")
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(f"cloud failback took {result.seconds:.1f}s")
+    assert lab.active() == "mx1"
+    wait_for(lambda: assigned_to(cloud) == "mx1", 30, what="the API assigning the floating IP back to mx1")
+    assert_nothing_refused_or_lost(lab, attempts, "cloud failback")
+    moved = routes()[before:]
+    assert any(" to mx2" in line for line in moved) and " to mx1" in moved[-1], moved
+    healthy = lambda: json.loads(cli("status", "--output", "json").stdout)["verdict"] == "healthy"  # noqa: E731
+    wait_for(healthy, 60, 1, "a healthy pair after the failback")
 
 
 @pytest.mark.parametrize("scenario", ["mta-crash", "host-down", "vrrp-blocked"])
