@@ -406,19 +406,18 @@ class Log:
             self.stream.write(f"{self.ident}: {text}\n")
 
 
-class Mover:
-    """One run: make the API put the floating IP on this server while this
-    host holds its address, within settings["total_seconds"]."""
+class BoundedRun:
+    """API calls within one bound: each call's timeout, the delay before a
+    retry, one log line per call. settings: request_timeout,
+    backoff_initial_seconds, backoff_max_seconds; `deadline` (a clock()
+    value) is the caller's to set. Shared with the controller's DNS setter
+    (mailha.hcloud_dns)."""
 
-    def __init__(self, settings, sdk_factory, holds, log, sleep=time.sleep, clock=time.monotonic, now=time.time):
-        self.settings, self.holds, self.log = settings, holds, log
+    def __init__(self, settings, log, sleep=time.sleep, clock=time.monotonic, now=time.time):
+        self.settings, self.log = settings, log
         self.sleep, self.clock, self.now = sleep, clock, now
-        self.fip, self.server = settings["floating_ip_id"], settings["server_id"]
         self.deadline = None
         self.calls = 0
-        self.routine = False  # fip-check: a run that finds nothing to do logs at debug priority
-        self.waiting_for = None
-        self._sdk_factory = sdk_factory
         self.random = random.random
 
     # timing
@@ -472,6 +471,19 @@ class Mover:
         priority = syslog.LOG_DEBUG if quiet(result) else syslog.LOG_INFO
         self.log(f"{label}: {describe(result)} [{self.clock() - started:.2f} s]", priority)
         return result
+
+
+class Mover(BoundedRun):
+    """One run: make the API put the floating IP on this server while this
+    host holds its address, within settings["total_seconds"]."""
+
+    def __init__(self, settings, sdk_factory, holds, log, sleep=time.sleep, clock=time.monotonic, now=time.time):
+        super().__init__(settings, log, sleep=sleep, clock=clock, now=now)
+        self.holds = holds
+        self.fip, self.server = settings["floating_ip_id"], settings["server_id"]
+        self.routine = False  # fip-check: a run that finds nothing to do logs at debug priority
+        self.waiting_for = None
+        self._sdk_factory = sdk_factory
 
     def where(self, sdk):
         def describe(server):

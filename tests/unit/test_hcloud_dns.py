@@ -1,0 +1,184 @@
+"""The controller's DNS setter (mailha.hcloud_dns) against the local fake of
+the Hetzner Cloud API (mailha.hcloud_fake), through the real hcloud SDK:
+what it asks, when it retries, when it stops and what it prints. Bounds are
+a few seconds at most; no test claims a duration."""
+
+import io
+import json
+import os
+import secrets
+
+import pytest
+
+pytest.importorskip("hcloud.zones.domain")
+
+from mailha import hcloud_dns
+from mailha.hcloud_fake import FakeHcloud
+
+TOKEN = "hc-" + secrets.token_hex(24)
+ZONE = "example.com"
+OLD, NEW = "10.0.1.11", "10.0.1.12"
+
+
+@pytest.fixture
+def fake():
+    zone = {
+        "id": 42,
+        "name": ZONE,
+        "rrsets": [{"name": "relay", "type": "A", "ttl": 60, "records": [{"value": OLD}]}],
+    }
+    with FakeHcloud(
+        TOKEN, floating_ips=[], servers=[], zones=[zone], readonly_token="ro-" + TOKEN, rrset_latency=0.05
+    ) as fake:
+        yield fake
+
+
+class Run:
+    def __init__(self, fake, environ):
+        self.fake, self.environ = fake, environ
+
+    def __call__(self, *args, value=NEW, name="relay", total=3):
+        argv = ["--zone", ZONE, "--name", name, "--value", value, "--endpoint", self.fake.endpoint]
+        argv += ["--total-seconds", str(total), "--request-timeout", "0.5", "--poll-interval", "0.02"]
+        argv += ["--backoff-initial", "0.05", "--backoff-max", "0.3", *args]
+        out, err = io.StringIO(), io.StringIO()
+        self.code = hcloud_dns.main(argv, environ=self.environ, stdout=out, stderr=err)
+        self.out, self.err = out.getvalue(), err.getvalue()
+        return self.code
+
+
+@pytest.fixture
+def run(fake):
+    return Run(fake, {"HCLOUD_TOKEN": TOKEN})
+
+
+def test_sets_the_record_and_reads_it_back(run, fake):
+    assert run() == hcloud_dns.EXIT_OK
+    assert fake.rrset_of(ZONE, "relay", "A") == (60, [NEW])
+    assert run.out.startswith(f"relay.{ZONE} A set to {NEW} [")
+    assert [r.endpoint for r in fake.calls() if r.endpoint != "get_action"] == [
+        "get_zone",
+        "get_rrset",
+        "set_rrset_records",
+        "get_rrset",
+    ]
+    assert run.err.count("\n") >= 4 and "set_records" in run.err
+
+
+def test_a_record_that_holds_the_value_already_is_left_alone(run, fake):
+    assert run("-o", "json", value=OLD) == hcloud_dns.EXIT_OK
+    result = json.loads(run.out)
+    assert result["changed"] is False and result["value"] == OLD
+    assert fake.calls("set_rrset_records") == [] and fake.calls("create_rrset") == []
+
+
+def test_a_missing_rrset_is_created_with_the_ttl(run, fake):
+    assert run("--ttl", "120", name="active") == hcloud_dns.EXIT_OK
+    assert fake.rrset_of(ZONE, "active", "A") == (120, [NEW])
+    assert [r.status for r in fake.calls("create_rrset")] == [201]
+
+
+def test_locked_and_rate_limited_are_retried(run, fake):
+    fake.fail("set_rrset_records", "locked", times=2)
+    fake.rate_limit("get_rrset", times=1, reset_in=0)
+    assert run() == hcloud_dns.EXIT_OK
+    assert [r.status for r in fake.calls("set_rrset_records")] == [423, 423, 201]
+    assert fake.rrset_of(ZONE, "relay", "A") == (60, [NEW])
+    assert run.err.count("retrying in") == 3
+
+
+def test_a_failed_action_is_retried(run, fake):
+    fake.fail_actions(times=1)
+    assert run() == hcloud_dns.EXIT_OK
+    assert len(fake.calls("set_rrset_records")) == 2
+    assert "ended in error" in run.err
+
+
+@pytest.mark.parametrize(
+    "fault, code, fix",
+    [
+        ("unauthorized", "unauthorized", "wrong or revoked"),
+        ("forbidden", "forbidden", "may not change zone"),
+        ("protected", "protected", "lift the protection"),
+        ("incorrect_zone_mode", "incorrect_zone_mode", "secondary zone"),
+    ],
+)
+def test_refusals_are_one_line_and_not_retried(run, fake, fault, code, fix):
+    endpoint = "get_zone" if fault in ("unauthorized", "forbidden") else "set_rrset_records"
+    fake.fail(endpoint, code, times=5)
+    assert run() == hcloud_dns.EXIT_REFUSED
+    assert len(fake.calls(endpoint)) == 1
+    assert run.out.count("\n") == 1 and fix in run.out and code in run.out
+    assert fake.rrset_of(ZONE, "relay", "A") == (60, [OLD])
+
+
+def test_a_zone_the_token_cannot_see_is_refused(fake):
+    run = Run(fake, {"HCLOUD_TOKEN": TOKEN})
+    argv = ["--zone", "other.example", "--name", "relay", "--value", NEW, "--endpoint", fake.endpoint]
+    out, err = io.StringIO(), io.StringIO()
+    assert hcloud_dns.main(argv, environ=run.environ, stdout=out, stderr=err) == hcloud_dns.EXIT_REFUSED
+    assert "zone other.example is not in the token's project" in out.getvalue()
+
+
+def test_a_read_only_token_is_refused(fake):
+    run = Run(fake, {"HCLOUD_TOKEN": "ro-" + TOKEN})
+    assert run() == hcloud_dns.EXIT_REFUSED
+    assert "token_readonly" in run.out and "read-only" in run.out
+    assert fake.rrset_of(ZONE, "relay", "A") == (60, [OLD])
+
+
+def test_no_answer_gives_up_within_the_bound(run, fake):
+    fake.delay("get_zone", 30, times=100)
+    assert run(total=1.5) == hcloud_dns.EXIT_GAVE_UP
+    assert "gave up after" in run.out and "no answer within 0.5 s" in run.out
+    assert run.out.count("\n") == 1
+
+
+def test_the_token_never_appears_in_output(fake):
+    fake.fail("get_zone", "unauthorized", times=1, message=f"token {TOKEN} is not valid")
+    run = Run(fake, {"HCLOUD_TOKEN": TOKEN})
+    assert run() == hcloud_dns.EXIT_REFUSED
+    assert TOKEN not in run.out + run.err and "[token]" in run.err
+
+
+def test_a_token_file_is_read_and_must_be_private(run, fake, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    os.chmod(token_file, 0o644)
+    no_env = Run(fake, {})
+    assert no_env("--token-file", str(token_file)) == hcloud_dns.EXIT_USAGE
+    assert "readable" in no_env.err or "mode" in no_env.err
+    os.chmod(token_file, 0o600)
+    assert no_env("--token-file", str(token_file)) == hcloud_dns.EXIT_OK
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--zone", ZONE, "--name", "relay", "--value", "not-an-ip"], "--value: 'not-an-ip' is not an IP address"),
+        (["--zone", ZONE, "--name", "relay", "--value", "2001:db8::1"], "is not an IPv4 address"),
+        (["--zone", ZONE, "--name", f"relay.{ZONE}", "--value", NEW], "must be relative to the zone"),
+        (["--zone", ZONE, "--name", "relay", "--value", NEW, "--ttl", "5"], "60 seconds or more"),
+        (["--zone", ZONE, "--name", "relay", "--value", NEW, "--endpoint", "http://192.0.2.1"], "loopback only"),
+        (["--zone", ZONE, "--name", "relay", "--value", NEW, "--ca-file", "rel.pem"], "not an absolute path"),
+        (["--zone", ZONE, "--value", NEW], "the following arguments are required: --name"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_ask_nothing(fake, args, message):
+    out, err = io.StringIO(), io.StringIO()
+    code = hcloud_dns.main(
+        [*args, "--endpoint", fake.endpoint] if "--endpoint" not in args else args,
+        environ={"HCLOUD_TOKEN": TOKEN},
+        stdout=out,
+        stderr=err,
+    )
+    assert code == hcloud_dns.EXIT_USAGE
+    assert err.getvalue().count("\n") == 1 and message in err.getvalue()
+    assert fake.calls() == []
+
+
+def test_no_token_is_one_line(fake):
+    run = Run(fake, {})
+    assert run() == hcloud_dns.EXIT_USAGE
+    assert "no Hetzner token: set HCLOUD_TOKEN or pass --token-file" in run.err
+    assert fake.calls() == []
