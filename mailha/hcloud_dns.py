@@ -4,13 +4,15 @@ hcloud), where an RFC 2136 update has no server to go to.
 
     python -m mailha.hcloud_dns --zone example.com --name relay --type A \\
         --value 10.0.1.12 [--ttl 60] [--endpoint URL] [--ca-file PEM] \\
-        [--token-file FILE] [--total-seconds 60] [-o text|json]
+        [--token-file FILE] [--wait-nameserver IP] [--total-seconds 60] [-o text|json]
 
 Run on the controller (switch.yml runs it with the playbook's Python). It
 reads the rrset; when it already holds exactly --value, it stops; else it
 sets the records (POST .../actions/set_records), or creates the rrset with
 --ttl when it is not there, polls the action until it ends, and reads the
-rrset again to check. Retries and their bounds are the floating-IP mover's
+rrset again to check. With --wait-nameserver it then asks that
+authoritative server until it answers the value too (Hetzner's servers
+publish what the API holds a moment later), within the same bound. Retries and their bounds are the floating-IP mover's
 (mailha.node.fipmover.BoundedRun): `locked`, `rate_limit_exceeded`,
 `conflict`, server errors, failed actions and timeouts are retried with
 backoff within --total-seconds; what no retry fixes (a wrong token, a zone
@@ -174,6 +176,32 @@ class Setter(fipmover.BoundedRun):
         self.changed = True
         return self.read(sdk) == [s["value"]]
 
+    def published(self, nameserver, resolve=None):
+        """What `nameserver` answers for the record once it answers the
+        value or the bound is reached (Hetzner's servers publish what its
+        API holds a little later): the last answer's values."""
+        import dns.exception
+        import dns.resolver
+
+        s = self.settings
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [nameserver]
+        resolver.port = s.get("nameserver_port", 53)
+        qname = s["zone"] if s["name"] == "@" else f"{s['name']}.{s['zone']}"
+        answer = []
+        while True:
+            resolver.lifetime = max(0.1, min(s["request_timeout"], self.remaining()))
+            try:
+                answer = sorted(rr.to_text() for rr in resolver.resolve(qname, s["type"]))
+            except dns.exception.DNSException as err:
+                answer = []
+                self.log(f"{nameserver}: {qname} {s['type']}: {type(err).__name__}")
+            else:
+                self.log(f"{nameserver}: {qname} {s['type']} {' '.join(answer)}")
+            if answer == [s["value"]] or self.remaining() <= s["poll_interval"]:
+                return answer
+            self.sleep(s["poll_interval"])
+
     def run(self, token):
         """(exit code, result dict)."""
         started = self.clock()
@@ -195,7 +223,19 @@ class Setter(fipmover.BoundedRun):
         while True:
             try:
                 if self.attempt(sdk):
-                    return done(EXIT_OK)
+                    if not s.get("nameserver"):
+                        return done(EXIT_OK)
+                    answer = self.published(s["nameserver"])
+                    if answer == [s["value"]]:
+                        return done(EXIT_OK)
+                    shown = " ".join(answer) if answer else "nothing"
+                    return done(
+                        EXIT_GAVE_UP,
+                        error=f"the API holds {s['value']} but {s['nameserver']} still answers {shown}"
+                        f" after {self.clock() - started:.1f} s",
+                        hint="check that the server is authoritative for the zone (mailha_nameserver); "
+                        "--total-seconds sets the bound",
+                    )
                 last = ActionFailed("the rrset did not hold the value after its action succeeded")
             except OutOfTime:
                 break
@@ -266,6 +306,12 @@ def parse(argv):
     parser.add_argument("--request-timeout", type=_positive, default=10.0, help="each call's timeout (10)")
     parser.add_argument("--backoff-initial", type=_positive, default=1.0, help="the first retry's delay (1)")
     parser.add_argument("--backoff-max", type=_positive, default=8.0, help="the longest delay between tries (8)")
+    parser.add_argument(
+        "--wait-nameserver",
+        default="",
+        help="then wait (within the bound) until this authoritative server's address answers the value",
+    )
+    parser.add_argument("--wait-port", type=int, default=53, help=argparse.SUPPRESS)  # a test's server
     parser.add_argument("--poll-interval", type=_positive, default=0.5, help="between reads of an action (0.5)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     options = parser.parse_args(argv)
@@ -279,6 +325,11 @@ def parse(argv):
         value = _value(options.type, options.value)
     except argparse.ArgumentTypeError as err:
         raise Usage(f"--value: {err}") from None
+    if options.wait_nameserver:
+        try:
+            ipaddress.ip_address(options.wait_nameserver)
+        except ValueError:
+            raise Usage(f"--wait-nameserver {options.wait_nameserver!r}: give the server's IP address") from None
     if not 60 <= options.ttl <= 2147483647:
         raise Usage(f"--ttl {options.ttl}: Hetzner takes 60 seconds or more")
     for flag, check in (("--endpoint", fipmover._endpoint), ("--ca-file", fipmover._ca_file)):
@@ -300,6 +351,8 @@ def parse(argv):
         "backoff_initial_seconds": options.backoff_initial,
         "backoff_max_seconds": options.backoff_max,
         "poll_interval": options.poll_interval,
+        "nameserver": options.wait_nameserver,
+        "nameserver_port": options.wait_port,
     }
 
 

@@ -2,6 +2,7 @@
 
     python -m mailha.lab_cloud start --inventory BASE.yml --out CLOUD.yml [--latency 2]
     python -m mailha.lab_cloud route FLOATING_IP_ID SERVER_ID
+    python -m mailha.lab_cloud mirror ZONE NAME TYPE TTL VALUE...
     python -m mailha.lab_cloud latency SECONDS
     python -m mailha.lab_cloud apply
     python -m mailha.lab_cloud status [--output json]
@@ -23,12 +24,22 @@ the assigned relay with gratuitous ARP, as the cloud's routing change
 would. A relay that is powered off is skipped; it comes back unfenced and
 without the address (keepalived starts it as BACKUP).
 
+The sending domain's zone is Hetzner's too: the fake serves it (one rrset,
+the active-relay record, as BIND answers it at `start`), the inventory says
+`mailha_dns_updates: hcloud`, so a switch changes the record through the
+API (mailha.hcloud_dns, with the fake's token file and CA), and the fake's
+other hook (`mirror`) copies every rrset it changes into the lab's BIND
+with an RFC 2136 update (TSIG: the environment's mailha-ddns key), as
+Hetzner's servers publish what its API was given.
+
 `start` writes, under .lab/cloud/: the fake's token (also the relays' token
 file, <secrets>/hcloud-mover-token), a CA and the API's certificate for the
 controller's address, the fake's state (one floating IP, held by the relay
 that holds the address now; one server per relay), its log and pid, the
 hook's log (routes.log), and the inventory CLOUD.yml: BASE.yml with the
-mover (mailha_floating_ip_mover: ids, endpoint, CA) and its load balancer
+mover (mailha_floating_ip_mover: ids, endpoint, CA), the controller's
+DNS changes through the API (mailha_dns_updates, mailha_hcloud_api_endpoint,
+mailha_hcloud_api_ca_file, mailha_hcloud_token_file) and its load balancer
 declared managed (mailha_load_balancer_kind hcloud, no loadbalancer host:
 the lab's HAProxy, left as provisioned, plays Hetzner's, which sends to the
 relay answering /active). Converging CLOUD.yml
@@ -69,6 +80,10 @@ FIRST_SERVER_ID = 101
 # The lab's containers have one link.
 DEVICE = "eth0"
 HOOK_TIMEOUT = 30
+# The fake's zone id (any positive id does) and the record a switch changes.
+ZONE_ID = 31
+TSIG_KEY_NAME = "mailha-ddns"
+TSIG_ALGORITHM = "hmac-sha256"
 FENCE_TABLE = "mailha_cloud"
 # An assign must end well inside the mover's bound (hcloud_mover_total_seconds, 40 s).
 MAX_LATENCY = 30
@@ -110,8 +125,9 @@ def load_base(path: Path) -> dict[str, Any]:
     return data
 
 
-def plan(base: dict[str, Any], endpoint: str, ca_file: str) -> dict[str, Any]:
-    """What the cloud is: the floating IP, each relay's server id and address."""
+def plan(base: dict[str, Any], endpoint: str, ca_file: str, token_file: str) -> dict[str, Any]:
+    """What the cloud is: the floating IP, each relay's server id and address,
+    and how the API is reached (endpoint, CA, the controller's token file)."""
     relays = base["all"]["children"]["mail"]["hosts"]
     servers = {
         name: {"id": FIRST_SERVER_ID + index, "address": relays[name]["mailha_address"]}
@@ -123,6 +139,7 @@ def plan(base: dict[str, Any], endpoint: str, ca_file: str) -> dict[str, Any]:
         "servers": servers,
         "endpoint": endpoint,
         "ca_file": ca_file,
+        "token_file": token_file,
     }
 
 
@@ -139,6 +156,10 @@ def cloud_inventory(base: dict[str, Any], settings: dict[str, Any]) -> dict[str,
     all_vars.setdefault(
         "mailha_load_balancer_source_address", balancer.get("mailha_address", all_vars["mailha_load_balancer_address"])
     )
+    all_vars["mailha_dns_updates"] = "hcloud"
+    all_vars["mailha_hcloud_api_endpoint"] = settings["endpoint"]
+    all_vars["mailha_hcloud_api_ca_file"] = settings["ca_file"]
+    all_vars["mailha_hcloud_token_file"] = settings["token_file"]
     data["all"]["vars"]["mailha_floating_ip_mover"] = {
         "kind": "hcloud",
         "floating_ip_id": settings["floating_ip_id"],
@@ -373,6 +394,57 @@ def holder(settings: dict[str, Any]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+# -- the zone: the fake's rrsets, published by the lab's BIND ----------------
+
+ACTIVE_RECORD = "relay"
+
+
+def active_record(dns_settings: dict[str, Any], base: dict[str, Any]) -> str:
+    """What the lab's BIND answers for the active-relay record now (the
+    fake's zone starts from it), or the first relay's address."""
+    import dns.exception
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns_settings["nameserver"]]
+    resolver.lifetime = 5
+    try:
+        answer = resolver.resolve(f"{ACTIVE_RECORD}.{dns_settings['zone']}", "A")
+        return answer[0].address
+    except dns.exception.DNSException:
+        relays = base["all"]["children"]["mail"]["hosts"]
+        return relays[sorted(relays)[0]]["mailha_address"]
+
+
+def mirror(dns_settings: dict[str, Any], zone: str, name: str, rrset_type: str, ttl: int, values: list[str]) -> None:
+    """Replace the rrset at the lab's BIND (RFC 2136, TSIG), as the fake has it now."""
+    import dns.exception
+    import dns.query
+    import dns.rcode
+    import dns.tsigkeyring
+    import dns.update
+
+    if zone.rstrip(".").lower() != dns_settings["zone"].rstrip(".").lower():
+        raise MailhaError(f"zone {zone} is not the lab's ({dns_settings['zone']})")
+    try:
+        secret = Path(dns_settings["key_file"]).read_text().strip()
+    except OSError as exc:
+        raise MailhaError(f"cannot read the TSIG key {dns_settings['key_file']}: {exc.strerror}") from None
+    keyring = dns.tsigkeyring.from_text({dns_settings["key_name"]: secret})
+    update = dns.update.Update(
+        dns_settings["zone"], keyring=keyring, keyname=dns_settings["key_name"], keyalgorithm=dns_settings["algorithm"]
+    )
+    owner = "@" if name == "@" else name
+    update.replace(owner, int(ttl), rrset_type, *values)
+    try:
+        response = dns.query.tcp(update, dns_settings["nameserver"], timeout=10)
+    except (dns.exception.DNSException, OSError) as exc:
+        raise MailhaError(f"the update of {name} {rrset_type} at {dns_settings['nameserver']} failed: {exc}") from None
+    if response.rcode() != dns.rcode.NOERROR:
+        rcode = dns.rcode.to_text(response.rcode())
+        raise MailhaError(f"{dns_settings['nameserver']} refused the update of {name} {rrset_type}: {rcode}")
+
+
 def start(base_path: Path, out_path: Path, latency: float, port: int) -> dict[str, Any]:
     base = load_base(base_path)
     address = base["all"]["vars"]["mailha_controller_address"]
@@ -382,7 +454,7 @@ def start(base_path: Path, out_path: Path, latency: float, port: int) -> dict[st
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     make_certificates(directory, address)
-    settings = plan(base, f"https://{address}:{port}/v1", str(directory / "ca.pem"))
+    settings = plan(base, f"https://{address}:{port}/v1", str(directory / "ca.pem"), str(directory / "token"))
     current = holder(settings)
     if current is None:
         raise MailhaError("no single relay holds the floating IP; make the pair healthy first ('mailha status')")
@@ -390,6 +462,15 @@ def start(base_path: Path, out_path: Path, latency: float, port: int) -> dict[st
     files.replace_file(str(directory / "token"), token + "\n", mode=0o600)
     secrets_dir = base_path.resolve().parent.parent.parent / ".lab" / "secrets" / environment
     files.replace_file(str(secrets_dir / "hcloud-mover-token"), token + "\n", mode=0o600)
+    all_vars = base["all"]["vars"]
+    settings["dns"] = {
+        "zone": all_vars["mailha_dns_zone"],
+        "nameserver": all_vars["mailha_nameserver"],
+        "key_name": TSIG_KEY_NAME,
+        "algorithm": TSIG_ALGORITHM,
+        "key_file": str(secrets_dir / f"tsig-{TSIG_KEY_NAME}.key"),
+    }
+    record = active_record(settings["dns"], base)
     state = {
         "floating_ips": [
             {
@@ -400,6 +481,13 @@ def start(base_path: Path, out_path: Path, latency: float, port: int) -> dict[st
             }
         ],
         "servers": [{"id": server["id"], "name": name} for name, server in settings["servers"].items()],
+        "zones": [
+            {
+                "id": ZONE_ID,
+                "name": settings["dns"]["zone"],
+                "rrsets": [{"name": ACTIVE_RECORD, "type": "A", "ttl": 60, "records": [{"value": record}]}],
+            }
+        ],
     }
     files.replace_file(str(directory / "state.json"), json.dumps(state, indent=2) + "\n", mode=0o644)
     settings |= {"latency": latency, "listen": f"{address}:{port}", "inventory": str(out_path.resolve())}
@@ -424,6 +512,7 @@ def launch(settings: dict[str, Any]) -> None:
         "--state-file", str(directory / "state.json"),
         "--assign-latency", str(settings["latency"]),
         "--on-assign", f"{sys.executable} -m mailha.lab_cloud route",
+        "--on-rrset", f"{sys.executable} -m mailha.lab_cloud mirror",
         "--tls-cert", str(directory / "api.pem"),
         "--tls-key", str(directory / "api.key"),
     ]  # fmt: skip
@@ -477,6 +566,13 @@ def main(argv: list[str] | None = None) -> int:
     hook = commands.add_parser("route", help="the fake's on-assign hook")
     hook.add_argument("floating_ip_id", type=int)
     hook.add_argument("server_id", type=int)
+    copy = commands.add_parser("mirror", help="the fake's on-rrset hook: publish an rrset in the lab's BIND")
+    copy.add_argument("zone")
+    copy.add_argument("name")
+    copy.add_argument("type")
+    # An rrset without a TTL of its own (None) has the zone's (3600 at the fake).
+    copy.add_argument("ttl", type=lambda text: 3600 if text == "None" else int(text))
+    copy.add_argument("values", nargs="+")
     again = commands.add_parser("latency", help="restart the fake with another assign latency")
     again.add_argument("seconds", type=float)
     commands.add_parser("apply", help="put the address where the fake's state says")
@@ -500,6 +596,12 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"assign {options.floating_ip_id} to server {options.server_id}")
             where = route(settings, options.server_id)
             _log(f"routed {settings['floating_ip']} to {where}")
+        elif options.command == "mirror":
+            settings = load_settings()
+            mirror(settings["dns"], options.zone, options.name, options.type, options.ttl, options.values)
+            _log(
+                f"published {options.name} {options.type} {' '.join(options.values)} at {settings['dns']['nameserver']}"
+            )
         elif options.command == "apply":
             settings = load_settings()
             assigned = json.loads((cloud_dir() / "state.json").read_text())["floating_ips"][0]["server"]
@@ -516,8 +618,8 @@ def main(argv: list[str] | None = None) -> int:
                 lift_fences(load_settings())
                 print("lab cloud: the relays' fences are lifted")
     except MailhaError as exc:
-        if options.command == "route":
-            _log(f"failed: {exc}")
+        if options.command in ("route", "mirror"):
+            _log(f"{options.command} failed: {exc}")
         print(f"lab cloud: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -182,3 +182,72 @@ def test_no_token_is_one_line(fake):
     assert run() == hcloud_dns.EXIT_USAGE
     assert "no Hetzner token: set HCLOUD_TOKEN or pass --token-file" in run.err
     assert fake.calls() == []
+
+
+class Nameserver:
+    """A UDP DNS server on loopback that answers the A record with the
+    values of `answers` in turn (the last one from then on)."""
+
+    def __init__(self, answers):
+        import socket
+        import threading
+
+        self.answers, self.asked = list(answers), 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        import dns.flags
+        import dns.message
+        import dns.rrset
+
+        while self.running:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns.message.from_wire(data)
+            value = self.answers[min(self.asked, len(self.answers) - 1)]
+            self.asked += 1
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.AA
+            response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", value))
+            self.sock.sendto(response.to_wire(), peer)
+
+    def close(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def nameserver():
+    servers = []
+
+    def make(answers):
+        servers.append(Nameserver(answers))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_waits_until_the_authoritative_server_answers_the_value(run, fake, nameserver):
+    server = nameserver([OLD, OLD, NEW])
+    assert run("--wait-nameserver", "127.0.0.1", "--wait-port", str(server.port)) == hcloud_dns.EXIT_OK
+    assert server.asked == 3
+    assert run.err.count(f"127.0.0.1: relay.{ZONE} A {OLD}") == 2 and f"relay.{ZONE} A {NEW}" in run.err
+
+
+def test_a_server_that_never_publishes_the_value_is_named(run, fake, nameserver):
+    server = nameserver([OLD])
+    assert run("--wait-nameserver", "127.0.0.1", "--wait-port", str(server.port), total=1) == hcloud_dns.EXIT_GAVE_UP
+    assert fake.rrset_of(ZONE, "relay", "A") == (60, [NEW])
+    assert f"the API holds {NEW} but 127.0.0.1 still answers {OLD}" in run.out
+    assert run.out.count("\n") == 1

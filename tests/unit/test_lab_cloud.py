@@ -33,7 +33,7 @@ BASE = {
 
 
 def test_the_plan_gives_each_relay_a_server_id_in_name_order():
-    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
+    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem", "/x/token")
     assert settings["servers"] == {
         "mx1": {"id": lab_cloud.FIRST_SERVER_ID, "address": "10.213.0.11"},
         "mx2": {"id": lab_cloud.FIRST_SERVER_ID + 1, "address": "10.213.0.12"},
@@ -42,8 +42,8 @@ def test_the_plan_gives_each_relay_a_server_id_in_name_order():
     assert settings["floating_ip_id"] == lab_cloud.FLOATING_IP_ID
 
 
-def test_the_cloud_inventory_adds_the_mover_and_a_managed_balancer_and_nothing_else():
-    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
+def test_the_cloud_inventory_adds_the_mover_hetzner_dns_and_a_managed_balancer_and_nothing_else():
+    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem", "/x/token")
     data = lab_cloud.cloud_inventory(BASE, settings)
     mover = data["all"]["vars"]["mailha_floating_ip_mover"]
     assert mover == {
@@ -58,6 +58,11 @@ def test_the_cloud_inventory_adds_the_mover_and_a_managed_balancer_and_nothing_e
     assert "loadbalancer" not in data["all"]["children"]
     assert data["all"]["vars"].pop("mailha_load_balancer_kind") == "hcloud"
     assert data["all"]["vars"].pop("mailha_load_balancer_source_address") == "10.213.0.20"
+    # The zone is Hetzner's: a switch changes the record through the (fake) API.
+    assert data["all"]["vars"].pop("mailha_dns_updates") == "hcloud"
+    assert data["all"]["vars"].pop("mailha_hcloud_api_endpoint") == "https://10.213.0.1:8443/v1"
+    assert data["all"]["vars"].pop("mailha_hcloud_api_ca_file") == "/x/ca.pem"
+    assert data["all"]["vars"].pop("mailha_hcloud_token_file") == "/x/token"
     data["all"]["children"]["loadbalancer"] = BASE["all"]["children"]["loadbalancer"]
     assert data == BASE
     # The base is left as it was, and the result is plain YAML.
@@ -93,7 +98,7 @@ def test_a_gratuitous_arp_names_the_address_as_sender_and_target():
 
 
 def test_route_refuses_a_server_that_is_no_relay():
-    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem")
+    settings = lab_cloud.plan(BASE, "https://10.213.0.1:8443/v1", "/x/ca.pem", "/x/token")
     with pytest.raises(MailhaError, match="server 999 is none of the lab's relays"):
         lab_cloud.route(settings, 999)
 
