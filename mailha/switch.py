@@ -55,7 +55,10 @@ MANAGED_PLAN = {
     0: "leave the managed load balancer to its health check: it sends to the relay answering /active",
     4: "wait until only the target answers /active, the managed load balancer's health check",
 }
-HCLOUD_DNS_PLAN = "point the active-relay DNS record at the target through the Hetzner Cloud API and read it back"
+HCLOUD_DNS_PLAN = (
+    "point the active-relay DNS record at the target through the Hetzner Cloud API, read it back and wait"
+    " until the authoritative server answers it"
+)
 
 
 def plan_steps(pair: Pair) -> list[str]:

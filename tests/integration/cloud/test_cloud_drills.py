@@ -44,6 +44,20 @@ def assigned_to(settings) -> str | None:
     return owners.get(state["floating_ips"][0]["server"])
 
 
+def api_record(settings) -> list[str]:
+    """The active-relay rrset's values as the fake API holds them."""
+    state = json.loads((lab_cloud.cloud_dir() / "state.json").read_text())
+    rrsets = state["zones"][0]["rrsets"]
+    rrset = next(r for r in rrsets if (r["name"], r["type"]) == (lab_cloud.ACTIVE_RECORD, "A"))
+    return [record["value"] for record in rrset["records"]]
+
+
+def published_record(lab) -> list[str]:
+    """What the lab's BIND (the zone's authoritative server) answers for it."""
+    answer = lab.resolver().resolve(f"{lab_cloud.ACTIVE_RECORD}.{lab.vars['mailha_dns_zone']}", "A")
+    return sorted(rr.address for rr in answer)
+
+
 def test_only_the_relay_the_api_names_gets_the_address(lab, cli, cloud):
     assigned = assigned_to(cloud)
     for host in lab.mail:
@@ -76,12 +90,17 @@ def test_a_planned_switch_through_a_managed_balancer_refuses_and_loses_nothing(l
     """No load balancer host: the switch neither pins nor drains, it waits until only
     the target answers /active (what the lab's HAProxy, standing in for Hetzner's,
     checks); the source hands over what it accepted meanwhile. The API moves the
-    address both ways."""
+    address both ways, and the active-relay record changes through the API's zone
+    (mailha_dns_updates: hcloud), which the lab's BIND then publishes."""
+    assert lab.vars.get("mailha_dns_updates") == "hcloud"
     before = len(routes())
     result, attempts = switch_under_traffic(lab, cli, "failover", "--yes", "--reason", "cloud maintenance test")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Step: wait until only the target answers /active" in result.stdout, result.stdout
     assert "drain the source relay at the load balancer" not in result.stdout
+    assert "Step: point the active-relay DNS record at the target (Hetzner's DNS API)" in result.stdout
+    target = lab.hosts["mx2"]["mailha_address"]
+    assert api_record(cloud) == [target] and published_record(lab) == [target]
     print(f"\ncloud planned failover took {result.seconds:.1f}s")
     assert lab.active() == "mx2"
     wait_for(lambda: assigned_to(cloud) == "mx2", 30, what="the API assigning the floating IP to mx2")
@@ -95,6 +114,8 @@ def test_a_planned_switch_through_a_managed_balancer_refuses_and_loses_nothing(l
     assert result.returncode == 0, result.stdout + result.stderr
     print(f"cloud failback took {result.seconds:.1f}s")
     assert lab.active() == "mx1"
+    target = lab.hosts["mx1"]["mailha_address"]
+    assert api_record(cloud) == [target] and published_record(lab) == [target]
     wait_for(lambda: assigned_to(cloud) == "mx1", 30, what="the API assigning the floating IP back to mx1")
     assert_nothing_refused_or_lost(lab, attempts, "cloud failback")
     moved = routes()[before:]
