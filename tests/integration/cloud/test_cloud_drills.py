@@ -12,11 +12,15 @@ after the fault than the API's latency, and back on failback.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
+import yaml
 
 from mailha import lab_cloud
+from tests.integration.conftest import MAILHA
 from tests.integration.labtools import INVENTORY, wait_for
 from tests.integration.test_cli_switch import HOLD_DOWN, assert_nothing_refused_or_lost, switch_under_traffic
 
@@ -122,6 +126,30 @@ def test_a_planned_switch_through_a_managed_balancer_refuses_and_loses_nothing(l
     assert any(" to mx2" in line for line in moved) and " to mx1" in moved[-1], moved
     healthy = lambda: json.loads(cli("status", "--output", "json").stdout)["verdict"] == "healthy"  # noqa: E731
     wait_for(healthy, 60, 1, "a healthy pair after the failback")
+
+
+def test_a_switch_without_a_token_for_the_zone_refuses_before_any_change(lab, cli, cloud):
+    """The record could not be changed at the switch's end: refuse at the start."""
+    data = yaml.safe_load(INVENTORY.read_text())
+    data["all"]["vars"]["mailha_hcloud_token_file"] = "/nonexistent/hcloud-token"  # noqa: S105 - a path
+    # Next to the real one, so its group_vars and secrets are the same.
+    inventory = INVENTORY.parent / "hosts-without-token.yml"
+    inventory.write_text(yaml.safe_dump(data))
+    record = api_record(cloud)
+    try:
+        result = subprocess.run(
+            [MAILHA, "failover", "--yes", "--reason", "no token test", "--inventory", str(inventory)],
+            capture_output=True, text=True, timeout=300, check=False,
+            env=dict(os.environ, MAILHA_STATE_DIR=cli.state_dir),
+        )  # fmt: skip
+    finally:
+        inventory.unlink()
+    assert result.returncode != 0, result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert "mailha_hcloud_token_file /nonexistent/hcloud-token is no file" in errors[0]
+    assert "Nothing was changed" in errors[0] and "Traceback" not in result.stderr
+    assert lab.active() == "mx1" and api_record(cloud) == record and assigned_to(cloud) == "mx1"
 
 
 @pytest.mark.parametrize("scenario", ["mta-crash", "host-down", "vrrp-blocked"])
