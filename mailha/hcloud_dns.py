@@ -252,11 +252,8 @@ class Setter(fipmover.BoundedRun):
                     )
                     return done(EXIT_REFUSED, error=f"refused, not retried: {err.describe()}", hint=hint)
                 last = err
-            delay = self.retry_delay(last, attempt)
-            if self.remaining() <= delay:
+            if not self.wait_to_retry(last, attempt):
                 break
-            self.log(f"retrying in {delay:.1f} s ({last.describe()})")
-            self.sleep(delay)
             attempt += 1
         reason = last.describe() if last is not None else "no answer within the bound"
         return done(

@@ -449,6 +449,16 @@ class BoundedRun:
             delay = min(max(delay, until_reset), self.settings["backoff_max_seconds"])
         return delay
 
+    def wait_to_retry(self, err, attempt):
+        """Sleep before the next attempt, with one line; False (no sleep)
+        when the bound leaves no room for it."""
+        delay = self.retry_delay(err, attempt)
+        if self.remaining() <= delay:
+            return False
+        self.log(f"retrying in {delay:.1f} s ({err.describe()})")
+        self.sleep(delay)
+        return True
+
     # one call, one line
 
     def call(self, label, function, describe, quiet=lambda result: False):
@@ -572,11 +582,8 @@ class Mover(BoundedRun):
                     self.log(f"refused, not retried: {err.describe()}; {hint}", syslog.LOG_ERR)
                     return EXIT_REFUSED
                 last = err
-            delay = self.retry_delay(last, attempt)
-            if self.remaining() <= delay:
+            if not self.wait_to_retry(last, attempt):
                 break
-            self.log(f"retrying in {delay:.1f} s ({last.describe()})")
-            self.sleep(delay)
             attempt += 1
         reason = last.describe() if last is not None else "none"
         if self.waiting_for:
