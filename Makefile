@@ -228,8 +228,8 @@ lab-as-cloud: ## The lab as ENV=existing in simulated cloud mode: the mover asks
 .PHONY: lab-cloud-off
 lab-cloud-off: ## Out of simulated cloud mode: no mover on the relays, no fence, the fake API stops
 	@ansible-playbook -i $(LAB_AS_EXISTING_INVENTORY) playbooks/site.yml --limit mail
-	@ansible -i $(LAB_AS_EXISTING_INVENTORY) mail -b -m ansible.builtin.systemd_service \
-	  -a "name=mailha-fip-check.timer state=stopped enabled=false"
+	@ansible -i $(LAB_AS_EXISTING_INVENTORY) mail -b -m ansible.builtin.command \
+	  -a "systemctl disable --now mailha-fip-check.timer mailha-fip-recheck.path"
 	@python -m mailha.lab_cloud stop
 
 .PHONY: integration-cloud

@@ -11,6 +11,8 @@ floating IP and a zone's record sets and parses what the real API returns,
 in the same JSON shapes:
 
   GET  /v1/floating_ips/{id}                 {"floating_ip": {...}}
+  GET  /v1/floating_ips/{id}/actions         {"actions": [...], "meta": {"pagination": ...}}: the
+                                             floating IP's actions, oldest first; ?status= filters
   POST /v1/floating_ips/{id}/actions/assign  {"server": ID} -> 201 {"action": {... "running" ...}}
   GET  /v1/actions/{id}                      {"action": {...}}: running, then success or error
                                              once the assign latency has passed
@@ -119,6 +121,7 @@ DEFAULT_MESSAGES = {
 # Endpoint names, for faults and for reading the request log.
 ENDPOINTS = (
     "get_floating_ip",
+    "list_floating_ip_actions",
     "assign",
     "get_action",
     "get_pricing",
@@ -619,8 +622,10 @@ class FakeHcloud:
 
     def handle(self, method, path, headers, body):
         """(status, JSON document, extra headers) for one request; recorded."""
-        path_only = path.split("?", 1)[0]
+        path_only, _, query = path.partition("?")
         endpoint, ids = _route(method, path_only)
+        if endpoint == "list_floating_ip_actions":
+            ids.append(urllib.parse.parse_qs(query).get("status", []))
         record = Request(method, path_only, endpoint, body, time=time.time())
         with self._lock:
             self.requests.append(record)
@@ -677,7 +682,28 @@ class FakeHcloud:
             return 404, _error("not_found", f"floating IP with ID {number} not found")
         if endpoint == "get_floating_ip":
             return 200, {"floating_ip": dict(fip)}
+        if endpoint == "list_floating_ip_actions":
+            return 200, self._floating_ip_actions(number, ids[1])
         return self._assign(number, body)
+
+    def _floating_ip_actions(self, fip_id, statuses):
+        """One page of the floating IP's actions with these statuses (all
+        when none are given), as the API lists them."""
+        actions = [
+            self._public(action)
+            for action in self._actions.values()
+            if {"id": fip_id, "type": "floating_ip"} in action["resources"]
+            and (not statuses or action["status"] in statuses)
+        ]
+        pagination = {
+            "page": 1,
+            "per_page": max(25, len(actions)),
+            "previous_page": None,
+            "next_page": None,
+            "last_page": 1,
+            "total_entries": len(actions),
+        }
+        return {"actions": actions, "meta": {"pagination": pagination}}
 
     # -- serving ------------------------------------------------------------
 
@@ -756,6 +782,7 @@ def _records(rrset_type, body):
 
 _ROUTES = (
     ("GET", re.compile(r"/v1/floating_ips/(\d+)"), "get_floating_ip"),
+    ("GET", re.compile(r"/v1/floating_ips/(\d+)/actions"), "list_floating_ip_actions"),
     ("POST", re.compile(r"/v1/floating_ips/(\d+)/actions/assign"), "assign"),
     ("GET", re.compile(r"/v1/actions/(\d+)"), "get_action"),
     ("GET", re.compile(r"/v1/pricing"), "get_pricing"),

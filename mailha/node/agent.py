@@ -25,7 +25,7 @@ Exit codes (it never stops on its own while all is well):
 The checks are mailha-health's own code (imported, not copied) and its
 settings file /etc/mailha/health.conf (agent_bind_address, agent_port,
 agent_request_timeout, agent_max_connections, floating_ip, drain_file,
-watch_*, track_file, split_brain_track_file, degraded_*,
+watch_*, track_file, split_brain_track_file, fip_recheck_file, degraded_*,
 failover_on_degraded, and for split brain
 peer_agent_url, peer_address, node_address, vrrp_priority,
 vrrp_priority_file, vrrp_advert_interval).
@@ -123,7 +123,15 @@ duplicate. The pair settles it by itself, the same way every time:
   itself): the demotion's track file says 1, so keepalived goes to FAULT
   and releases the floating IP at once (inotify), and /active answers 503
   "demoted: split brain, peer X holds the floating IP with a better
-  claim", so HAProxy stops at once too. The winner does nothing.
+  claim", so HAProxy stops at once too. The winner keeps the floating
+  IP; with fip_recheck_file set (a cloud whose API moves the floating IP)
+  it writes that file when the split brain ends while it holds the
+  address (the loser let it go), and a systemd path unit runs the mover's
+  settled check (mailha-node fip-check --settle): the loser's assign
+  through the API, asked when it became MASTER, may land after its
+  demotion and must be undone at once, not at the mover's next timer.
+  Only then: a second write while the check runs would be merged into it
+  by systemd, and the check must come after the loser let go.
 - The node stays demoted while the peer holds the floating IP, is healthy
   and no advert of it arrives. An advert from the peer (VRRP is back:
   keepalived leaves FAULT as BACKUP, hears the MASTER and stays BACKUP),
@@ -703,6 +711,22 @@ class AdvertListener:
         return self.available and last is not None and self.clock() - last <= seconds
 
 
+def request_fip_recheck(path, reason):
+    """Ask the floating IP mover for a settled check (fip_recheck_file: a
+    systemd path unit runs mailha-node fip-check --settle when the file is
+    written). A write that fails costs one line: the mover's timer still
+    checks within its interval."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        # Written in place, not by rename: the path unit watches close-after-write.
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.3f} {reason}\n")
+    except OSError as err:
+        log(f"cannot ask for a floating IP check ({path}: {err}); the mover's timer checks within its interval")
+        return
+    log(f"{reason}: asked the floating IP mover for a settled check ({path})")
+
+
 class SplitBrainGuard:
     """The split-brain handling of the header: poll() is one round, run()
     polls every watch_interval in a thread of its own."""
@@ -718,6 +742,7 @@ class SplitBrainGuard:
         sleep=time.sleep,
         demoted=False,
         emit=events.emit,
+        on_recheck=None,
     ):
         self.settings = settings
         self.emit = emit
@@ -731,6 +756,7 @@ class SplitBrainGuard:
         self.holds_ip = holds_ip or (lambda: holds_address(settings["floating_ip"]))
         self.adverts = adverts
         self.on_change = on_change or (lambda demoted: None)
+        self.on_recheck = on_recheck or (lambda reason: None)
         self.clock, self.sleep = clock, sleep
         self.split_brain = False
         # A restarted agent may start demoted (was_demoted): the first poll
@@ -771,11 +797,14 @@ class SplitBrainGuard:
             settled = None
         split_brain = holds_ip and view is not None and view.holds_ip
         began = split_brain and not self.split_brain
+        ended = self.split_brain and not split_brain and holds_ip
         self.split_brain = split_brain
         if self.demoted:
             if settled is not None:
                 self._set(None, f"split-brain demotion cleared: {settled}")
             return
+        if ended:
+            self.on_recheck(f"the split brain ended with this node holding the floating IP ({settled})")
         if not split_brain:
             return
         ours = self.claim()
@@ -1266,7 +1295,14 @@ def main():
     if settings["peer_agent_url"] and watcher is not None:
         adverts = AdvertListener(health.peer_address(settings))
         adverts.start()
-        guard = SplitBrainGuard(settings, adverts=adverts, on_change=watcher.set_demoted, demoted=demoted)
+        recheck = settings["fip_recheck_file"]
+        guard = SplitBrainGuard(
+            settings,
+            adverts=adverts,
+            on_change=watcher.set_demoted,
+            demoted=demoted,
+            on_recheck=(lambda reason: request_fip_recheck(recheck, reason)) if recheck else None,
+        )
     try:
         server = AgentServer(settings, watcher, guard=guard, queue_reader=queue_reader)
     except OSError as err:

@@ -10,11 +10,19 @@ VRRP MASTER; one fact: mailha.node.addresses) also makes the API agree:
                        but "master" does nothing)
   fip-check            the same, from a timer: repairs an assignment that
                        drifted while this relay stayed MASTER
+  fip-check --settle   the same, as fip-assign settles it (below): the health
+                       agent asks for it (fip_recheck_file, a systemd path
+                       unit) when a split brain it won ends
 
 Both, under one lock (/run/mailha/fip-mover.lock): while this host holds
 the address, read the floating IP; if it is on this server already, stop;
 else assign it (POST .../actions/assign), poll the action until it ends,
-and read the floating IP again to check. `locked`, `rate_limit_exceeded`
+and read the floating IP again to check. fip-assign and fip-check --settle
+trust "on this server" only once no action runs on the floating IP
+(GET .../actions?status=running): after a split brain the losing relay's
+assign, asked before its demotion, may still be running and move the
+floating IP away when it ends; they wait for it, read again and assign it
+back. `locked`, `rate_limit_exceeded`
 (waiting for RateLimit-Reset, capped), `conflict`, `maintenance`, server
 errors, failed actions and timeouts are retried with exponential backoff
 (jitter: half to all of each delay) within total_seconds; `unauthorized`,
@@ -349,7 +357,7 @@ def _install_session(client, session):
 
 
 class Sdk:
-    """The four calls the mover makes, through the hcloud SDK."""
+    """The five calls the mover makes, through the hcloud SDK."""
 
     def __init__(self, token, endpoint, timeout_for, poll_interval, ca_file=""):
         import hcloud
@@ -380,6 +388,15 @@ class Sdk:
             self.server_of(floating_ip_id)
         action = self._floating_ip.assign(self._server_type(id=server_id))
         return action.id, action.status
+
+    def running_actions(self, floating_ip_id):
+        """The ids of the actions still running on the floating IP (one
+        page: a floating IP has one running action at most, as the API
+        locks it while one runs)."""
+        if self._floating_ip is None or self._floating_ip.id != floating_ip_id:
+            self.server_of(floating_ip_id)
+        page = self._floating_ip.get_actions_list(status=["running"], per_page=25)
+        return [action.id for action in page[0]]
 
     def action(self, action_id):
         """(status, error dict or None) of an action."""
@@ -492,6 +509,9 @@ class Mover(BoundedRun):
         self.holds = holds
         self.fip, self.server = settings["floating_ip_id"], settings["server_id"]
         self.routine = False  # fip-check: a run that finds nothing to do logs at debug priority
+        # fip-assign and fip-check --settle: "on this server" counts only
+        # once no action runs on the floating IP (settled_here).
+        self.settle = False
         self.waiting_for = None
         self._sdk_factory = sdk_factory
 
@@ -505,22 +525,42 @@ class Mover(BoundedRun):
         routine = (lambda server: server == self.server and self.calls == 1) if self.routine else (lambda server: False)
         return self.call(f"GET floating_ips/{self.fip}", lambda: sdk.server_of(self.fip), describe, routine)
 
-    def attempt(self, sdk):
-        """One try: True when the floating IP is on this server at its end."""
-        self.waiting_for = None
-        if self.where(sdk) == self.server:
-            return True
-        action_id, status = self.call(
-            f"POST floating_ips/{self.fip}/actions/assign server={self.server}",
-            lambda: sdk.assign(self.fip, self.server),
-            lambda result: f"action {result[0]} {result[1]}",
-        )
+    def wait_for(self, sdk, action_id, status="running"):
+        """Poll a running action until it ends: (status, error dict or None)."""
         error = None
         self.waiting_for = f"action {action_id} still running"
         while status == "running":
             self.sleep(min(self.settings["poll_interval"], max(0.0, self.remaining())))
             status, error = self.call(f"GET actions/{action_id}", lambda: sdk.action(action_id), lambda r: r[0])
         self.waiting_for = None
+        return status, error
+
+    def settled_here(self, sdk):
+        """True when the floating IP reads on this server and no action on it
+        runs; after a running one (the peer's assign, asked before a split
+        brain demoted it) ends, the floating IP is read again."""
+        running = self.call(
+            f"GET floating_ips/{self.fip}/actions?status=running",
+            lambda: sdk.running_actions(self.fip),
+            lambda ids: f"running: {', '.join(f'action {i}' for i in ids)}" if ids else "none running",
+        )
+        if not running:
+            return True
+        for action_id in running:
+            self.wait_for(sdk, action_id)  # its outcome is the floating IP's next reading
+        return self.where(sdk) == self.server
+
+    def attempt(self, sdk):
+        """One try: True when the floating IP is on this server at its end."""
+        self.waiting_for = None
+        if self.where(sdk) == self.server and (not self.settle or self.settled_here(sdk)):
+            return True
+        action_id, status = self.call(
+            f"POST floating_ips/{self.fip}/actions/assign server={self.server}",
+            lambda: sdk.assign(self.fip, self.server),
+            lambda result: f"action {result[0]} {result[1]}",
+        )
+        status, error = self.wait_for(sdk, action_id, status)
         if status != "success":
             detail = f"{error.get('code')}: {error.get('message')}" if error else "no detail"
             raise ActionFailed(f"action {action_id} ended in {status} ({detail})")
@@ -652,7 +692,8 @@ def execute(
             return addresses.holds_address(settings["address"])
 
     mover = Mover(settings, sdk_factory, holds, log, sleep=sleep, clock=clock, now=now)
-    mover.routine = command == "fip-check"
+    mover.settle = command == "fip-assign" or bool(getattr(options, "settle", False))
+    mover.routine = command == "fip-check" and not mover.settle
     mover.deadline = clock() + settings["total_seconds"]
     with _locked(settings["lock_file"], mover) as locked:
         if not locked:
@@ -667,6 +708,12 @@ def _parser(command):
     parser = argparse.ArgumentParser(prog=f"mailha-node {command}", description=__doc__.split("\n\n")[0])
     if command == "fip-assign":
         parser.add_argument("state", nargs="?", help="the VRRP state a vrrp.conf hook appends; only master acts")
+    else:
+        parser.add_argument(
+            "--settle",
+            action="store_true",
+            help="as fip-assign: on this server counts only once no action runs on the floating IP",
+        )
     parser.add_argument("--config", default=CONFIG_FILE, help="settings file (default: %(default)s)")
     return parser
 
@@ -687,5 +734,5 @@ def assign_main(argv):
 
 
 def check_main(argv):
-    """mailha-node fip-check [--config FILE]"""
+    """mailha-node fip-check [--settle] [--config FILE]"""
     return _main("fip-check", argv)

@@ -93,6 +93,11 @@ DEFAULTS = {
     # The split-brain guard's demotion for keepalived, 1 while demoted ("" =
     # folded into track_file, as before this setting existed).
     "split_brain_track_file": "",
+    # Written (a timestamp) when a split brain this node won ends, for a
+    # systemd path unit that runs the floating IP mover's
+    # settled check (mailha-node fip-check --settle; a cloud whose API moves
+    # the floating IP). "" = none.
+    "fip_recheck_file": "",
     # The watcher's degraded level (mailha-health-agent's header): slow
     # greetings (their median over the last degraded_latency_window checks)
     # or a big or old queue, held for degraded_fall evaluations, cleared
@@ -265,6 +270,11 @@ def _check_track_files(settings):
     would write 0 over a failed MTA's 1."""
     if settings["track_file"] and settings["split_brain_track_file"] == settings["track_file"]:
         raise UsageError("split_brain_track_file must not be track_file (leave it empty to share that file)")
+    recheck = settings["fip_recheck_file"]
+    if recheck and not os.path.isabs(recheck):
+        raise UsageError(f"fip_recheck_file must be an absolute path, not {recheck!r}")
+    if recheck and recheck in (settings["track_file"], settings["split_brain_track_file"]):
+        raise UsageError("fip_recheck_file must not be a track file")
 
 
 def load_config(path=CONFIG_FILE):

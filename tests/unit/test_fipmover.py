@@ -70,9 +70,9 @@ class Node:
         self.sleeps.append(seconds)
         time.sleep(seconds)
 
-    def run(self, command="fip-assign", state=None, owner_uid=None, log=None, **overrides):
+    def run(self, command="fip-assign", state=None, owner_uid=None, log=None, settle=False, **overrides):
         self.write_config(**overrides)
-        options = argparse.Namespace(config=str(self.config), state=state)
+        options = argparse.Namespace(config=str(self.config), state=state, settle=settle)
         return fipmover.execute(
             command,
             options,
@@ -107,10 +107,70 @@ def test_assigns_the_floating_ip_to_this_server_and_checks_the_answer(node, fake
 
 
 def test_already_assigned_makes_no_assign_call(node, fake):
+    # fip-assign (a notify) also asks whether an action still runs on it.
     assert node.run(server_id=PEER) == fipmover.EXIT_OK
-    assert [r.endpoint for r in fake.calls()] == ["get_floating_ip"]
+    assert [r.endpoint for r in fake.calls()] == ["get_floating_ip", "list_floating_ip_actions"]
     assert fake.calls("assign") == []
-    assert node.call_lines() == [f"GET floating_ips/{FIP}: on this server [{node.call_lines()[0].split('[')[1]}"]
+    assert [line.split(" [")[0] for line in node.call_lines()] == [
+        f"GET floating_ips/{FIP}: on this server",
+        f"GET floating_ips/{FIP}/actions?status=running: none running",
+    ]
+    # The timer's routine check reads the floating IP and nothing else.
+    fake.requests.clear()
+    assert node.run("fip-check", server_id=PEER) == fipmover.EXIT_OK
+    assert [r.endpoint for r in fake.calls()] == ["get_floating_ip"]
+
+
+def _peer_assign_running(fake, latency):
+    """The peer's assign, asked before a split brain demoted it: still running."""
+    fake.assign_latency = latency
+    status, document, _ = fake.handle(
+        "POST", f"/v1/floating_ips/{FIP}/actions/assign", {"Authorization": f"Bearer {TOKEN}"}, {"server": PEER}
+    )
+    assert status == 201 and document["action"]["status"] == "running"
+    fake.assign_latency = 0.05
+    return document["action"]["id"]
+
+
+def test_a_settled_check_waits_for_the_peers_running_assign_and_takes_the_floating_ip_back(node, fake):
+    node.run()
+    assert fake.server_of(FIP) == THIS_SERVER
+    fake.requests.clear()
+    peer_action = _peer_assign_running(fake, 0.5)
+    fake.requests.clear()
+    assert node.run("fip-check", settle=True) == fipmover.EXIT_OK
+    assert fake.server_of(FIP) == THIS_SERVER
+    endpoints = [r.endpoint for r in fake.calls()]
+    assert endpoints[:2] == ["get_floating_ip", "list_floating_ip_actions"]
+    assert fake.calls("list_floating_ip_actions")[0].status == 200
+    # It polled the peer's action, read the floating IP (now on the peer) and
+    # assigned it back.
+    assert any(r.endpoint == "get_action" and r.path.endswith(f"/{peer_action}") for r in fake.calls())
+    assert [r.body for r in fake.calls("assign")] == [{"server": THIS_SERVER}]
+    lines = [line.split(" [")[0] for line in node.call_lines()]
+    assert f"GET floating_ips/{FIP}/actions?status=running: running: action {peer_action}" in lines
+    assert f"GET floating_ips/{FIP}: on server {PEER}, not this one ({THIS_SERVER})" in lines
+
+
+def test_the_timers_check_trusts_the_reading_and_misses_a_running_assign(node, fake):
+    # What --settle is for: the plain check reads "on this server" while the
+    # peer's assign runs, and the floating IP goes to the peer when it ends.
+    node.run()
+    _peer_assign_running(fake, 0.3)
+    fake.requests.clear()
+    assert node.run("fip-check") == fipmover.EXIT_OK
+    assert [r.endpoint for r in fake.calls()] == ["get_floating_ip"]
+    deadline = time.monotonic() + 5
+    while fake.server_of(FIP) != PEER and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.server_of(FIP) == PEER
+
+
+def test_settle_is_an_option_of_fip_check_only():
+    assert fipmover._parser("fip-check").parse_args(["--settle"]).settle is True
+    assert fipmover._parser("fip-check").parse_args([]).settle is False
+    with pytest.raises(SystemExit):
+        fipmover._parser("fip-assign").parse_args(["--settle"])
 
 
 def test_a_host_without_the_address_leaves_the_floating_ip_alone(node, fake):

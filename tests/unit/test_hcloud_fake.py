@@ -192,6 +192,24 @@ def test_the_sdk_reads_and_assigns(fake, sdk):
     assert client.floating_ips.get_by_id(FIP).server.id == 2
 
 
+def test_the_sdk_lists_a_floating_ips_running_actions(fake, sdk):
+    from hcloud.servers.domain import Server
+
+    _, client = sdk
+    fip = client.floating_ips.get_by_id(FIP)
+    assert fip.get_actions_list(status=["running"])[0] == []
+    action = fip.assign(Server(id=2))
+    running = fip.get_actions_list(status=["running"], per_page=25)
+    assert [a.id for a in running[0]] == [action.id]
+    assert running[1].pagination.total_entries == 1
+    action.wait_until_finished()
+    assert fip.get_actions_list(status=["running"])[0] == []
+    assert [(a.id, a.status, a.command) for a in fip.get_actions()] == [(action.id, "success", "assign_floating_ip")]
+    # Another floating IP's actions are not this one's.
+    status, document, _ = http(fake, "GET", "/floating_ips/4712/actions")
+    assert (status, document["error"]["code"]) == (404, "not_found")
+
+
 def test_the_sdk_raises_the_apis_error_codes(fake, sdk):
     from hcloud.servers.domain import Server
 

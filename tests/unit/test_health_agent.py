@@ -696,6 +696,7 @@ class Node:
         self.watcher.observe(HEALTHY)
         self.peer = FakePeer(document)
         self.holds_ip = holds_ip
+        self.rechecks = []
         self.guard = agent.SplitBrainGuard(
             self.settings,
             fetch=self.peer,
@@ -703,6 +704,7 @@ class Node:
             adverts=adverts,
             on_change=self.watcher.set_demoted,
             clock=self.clock,
+            on_recheck=self.rechecks.append,
         )
 
     def track_value(self):
@@ -771,6 +773,77 @@ def test_both_hold_and_this_node_wins_it_does_nothing(agent, tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"mailha-health-agent: split brain: peer {MX1}")
     assert lines[0].endswith("this node's claim is better: it keeps the floating IP")
+
+
+def test_the_winner_asks_for_a_floating_ip_check_when_the_split_brain_ends(agent, tmp_path):
+    node = Node(agent, tmp_path, peer_status(priority=100), vrrp_priority=150)
+    for _ in range(3):
+        node.clock.now += 0.25
+        node.guard.poll()
+    # Not while it lasts: the loser still holds the address and may not
+    # have asked the API yet.
+    assert node.guard.split_brain and node.rechecks == []
+    # The loser's keepalived went to FAULT and let the address go: its
+    # assign may still be running at the API.
+    node.peer.document = peer_status(priority=100, holds=False)
+    node.guard.poll()
+    assert len(node.rechecks) == 1
+    assert node.rechecks[0].startswith("the split brain ended with this node holding the floating IP")
+    assert f"peer {MX1} does not hold the floating IP" in node.rechecks[0]
+    # Once per split brain.
+    node.guard.poll()
+    assert len(node.rechecks) == 1
+    node.peer.document = peer_status(priority=100)
+    node.guard.poll()
+    node.peer.document = peer_status(priority=100, holds=False)
+    node.guard.poll()
+    assert len(node.rechecks) == 2
+
+
+def test_the_loser_and_a_node_without_the_address_ask_for_no_check(agent, tmp_path):
+    loser = Node(agent, tmp_path / "loser", peer_status(priority=150))
+    loser.guard.poll()
+    assert loser.guard.demoted
+    loser.holds_ip = False
+    loser.peer.document = peer_status(priority=150, holds=False)
+    loser.guard.poll()
+    assert loser.rechecks == []
+    # A winner that lost the address meanwhile (its MTA failed) has nothing to check.
+    winner = Node(agent, tmp_path / "winner", peer_status(priority=100), vrrp_priority=150)
+    winner.guard.poll()
+    winner.holds_ip = False
+    winner.peer.document = peer_status(priority=100, holds=False)
+    winner.guard.poll()
+    assert winner.rechecks == []
+
+
+def test_a_recheck_request_is_written_for_the_path_unit_and_a_failure_is_one_line(agent, tmp_path, capsys):
+    path = tmp_path / "run" / "fip-recheck"
+    agent.request_fip_recheck(str(path), "the split brain ended")
+    stamp, reason = path.read_text().rstrip("\n").split(" ", 1)
+    assert float(stamp) > 0 and reason == "the split brain ended"
+    assert "asked the floating IP mover for a settled check" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    agent.request_fip_recheck(str(blocker / "fip-recheck"), "the split brain ended")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "cannot ask for a floating IP check" in lines[0] and "timer" in lines[0]
+
+
+def test_the_fip_recheck_file_setting(agent, tmp_path):
+    conf = tmp_path / "health.conf"
+    conf.write_text("")
+    assert agent.health.load_config(str(conf))["fip_recheck_file"] == ""
+    conf.write_text("fip_recheck_file=/run/mailha/fip-recheck\n")
+    assert agent.health.load_config(str(conf))["fip_recheck_file"] == "/run/mailha/fip-recheck"
+    for text, match in {
+        "fip_recheck_file=fip-recheck": "must be an absolute path",
+        "track_file=/run/mailha/x\nfip_recheck_file=/run/mailha/x": "must not be a track file",
+        "split_brain_track_file=/run/mailha/x\nfip_recheck_file=/run/mailha/x": "must not be a track file",
+    }.items():
+        conf.write_text(text + "\n")
+        with pytest.raises(agent.health.UsageError, match=match):
+            agent.health.load_config(str(conf))
 
 
 def test_the_override_file_can_make_the_lower_configured_priority_win(agent, tmp_path):

@@ -187,9 +187,19 @@ def test_drill_in_cloud_mode_moves_the_address_through_the_api_and_loses_nothing
     refused = figures["refused_by_target"]
     if scenario == "vrrp-blocked":
         # The split settles on the better claim (mx1) through the load
-        # balancer at once; the floating IP follows when mx1's fip-check
-        # finds it on the demoted mx2 (hcloud_mover_check_interval_seconds).
+        # balancer at once. mx2's assign, asked when it became MASTER, lands
+        # after its demotion; mx1's agent asks for a settled check when the
+        # split brain ends, and that check waits for the assign and takes the
+        # floating IP back, without waiting for the timer.
         assert refused[f"{lab.balancer}:25"] == 0, refused
+        since = f"--since=@{int(fault_at) - 1}"
+        agent = lab.exec("mx1", "journalctl", "-q", "-o", "cat", since, "-u", "mailha-health-agent").stdout
+        assert "asked the floating IP mover for a settled check" in agent, agent
+        checks = lab.exec("mx1", "journalctl", "-q", "-o", "cat", since, "-t", "mailha-fip-check").stdout
+        assert f"GET floating_ips/{cloud['floating_ip_id']}/actions?status=running" in checks, checks
+        away = routed_at(next(m for m in moved if " to mx2" in m))
+        back = min(routed_at(line) for line in moved if " to mx1" in line and routed_at(line) > away)
+        print(f"cloud vrrp-blocked: the floating IP was routed to the demoted mx2 for {back - away:.2f}s")
     else:
         # The standby signs what it accepts.
         assert figures["dkim_checked"] > 0

@@ -1,6 +1,6 @@
 """hcloud_mover against the fake Hetzner API running in the relay itself:
 the token file is root's 0600, the settings validate, the timer runs
-fip-check, and `mailha-node fip-assign` puts the floating IP on this server
+fip-check, the recheck file starts the settled check, and `mailha-node fip-assign` puts the floating IP on this server
 once (a second run reads and stops), never logs the token, and leaves the
 floating IP alone while this host does not hold the address."""
 
@@ -140,8 +140,12 @@ def test_fip_assign_moves_the_floating_ip_once_and_never_logs_the_token(host, fr
     second = host.run(f"{NODE} fip-assign")
     assert second.rc == 0, second.stderr
     new = requests(host)[calls_after_first:]
-    # One read that finds the floating IP here, and nothing else.
-    assert [(r["method"], r["path"]) for r in new] == [("GET", f"/v1/floating_ips/{FIP}")]
+    # One read that finds the floating IP here, one that finds no action
+    # running on it (a notify settles), and nothing else.
+    assert [(r["method"], r["path"]) for r in new] == [
+        ("GET", f"/v1/floating_ips/{FIP}"),
+        ("GET", f"/v1/floating_ips/{FIP}/actions"),
+    ]
     assert len(assigns(host)) == 1
     assert server_of(host) == THIS_SERVER
 
@@ -162,6 +166,30 @@ def test_timer_service_repairs_a_drifted_assignment(host, fresh_fake, holding):
     assert host.check_output("systemctl show -p Result --value mailha-fip-check.service") == "success"
     assert server_of(host) == THIS_SERVER
     assert len(assigns(host)) == 1
+
+
+def test_the_agents_recheck_file_starts_a_settled_check_that_assigns(host, fresh_fake, holding):
+    """What the health agent does when a split brain it won ends: it writes
+    the recheck file, and the path unit starts the settled check at once."""
+    path = host.service("mailha-fip-recheck.path")
+    assert path.is_enabled and path.is_running
+    unit = host.file("/etc/systemd/system/mailha-fip-recheck.service").content_string
+    assert f"ExecStart={NODE} fip-check --settle" in unit
+    cursor = journal_cursor(host)
+    host.check_output("mkdir -p /run/mailha && echo \"$(date +%s) the split brain ended\" > /run/mailha/fip-recheck")
+    deadline = time.monotonic() + 30
+    while server_of(host) != THIS_SERVER and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server_of(host) == THIS_SERVER
+    assert [r["body"] for r in assigns(host)] == [{"server": THIS_SERVER}]
+    for _ in range(50):
+        if host.check_output("systemctl show -p ActiveState --value mailha-fip-recheck.service") == "inactive":
+            break
+        time.sleep(0.1)
+    assert host.check_output("systemctl show -p Result --value mailha-fip-recheck.service") == "success"
+    journal = journal_since(host, cursor)
+    assert f"POST floating_ips/{FIP}/actions/assign server={THIS_SERVER}" in journal
+    assert the_token(host) not in journal
 
 
 def test_fip_assign_leaves_the_floating_ip_alone_without_the_address(host, fresh_fake, not_holding):
