@@ -26,6 +26,12 @@ def _label(fqdn: str, zone: str) -> str:
     return fqdn[: -len(zone) - 1]
 
 
+def relative_name(fqdn: str, zone: str) -> str:
+    """`fqdn`'s name relative to `zone` ('@' for the apex), as Hetzner's API
+    names an rrset; BadInput when it is not inside the zone."""
+    return _label(fqdn, zone)
+
+
 def reverse_zone(address: str) -> str:
     """The /24 reverse zone holding an IPv4 address, e.g. 0.213.10.in-addr.arpa."""
     return ".".join(reversed(str(ipaddress.IPv4Address(address)).split(".")[:3])) + ".in-addr.arpa"

@@ -1,18 +1,24 @@
-"""Set one DNS record through Hetzner's API: the active-relay record at a
-switch when the zone is served by Hetzner (inventory: mailha_dns_updates:
-hcloud), where an RFC 2136 update has no server to go to.
+"""Set or remove one DNS record through Hetzner's API when the zone is
+served by Hetzner (inventory: mailha_dns_updates: hcloud), where an RFC 2136
+update has no server to go to: the active-relay record at a switch, and the
+DKIM selectors an isolation rotates.
 
     python -m mailha.hcloud_dns --zone example.com --name relay --type A \\
-        --value 10.0.1.12 [--ttl 60] [--endpoint URL] [--ca-file PEM] \\
+        (--value 10.0.1.12 | --absent) [--ttl 60] [--endpoint URL] [--ca-file PEM] \\
         [--token-file FILE] [--wait-nameserver IP] [--total-seconds 60] [-o text|json]
 
-Run on the controller (switch.yml runs it with the playbook's Python). It
-reads the rrset; when it already holds exactly --value, it stops; else it
-sets the records (POST .../actions/set_records), or creates the rrset with
---ttl when it is not there, polls the action until it ends, and reads the
-rrset again to check. With --wait-nameserver it then asks that
-authoritative server until it answers the value too (Hetzner's servers
-publish what the API holds a moment later), within the same bound. Retries and their bounds are the floating-IP mover's
+Run on the controller (switch.yml and isolate.yml run it with the
+playbook's Python). It reads the rrset; when it already holds exactly
+--value, it stops; else it sets the records (POST .../actions/set_records),
+or creates the rrset with --ttl when it is not there, polls the action
+until it ends, and reads the rrset again to check. With --absent it deletes
+the rrset instead (DELETE .../rrsets/NAME/TYPE), or stops when there is
+none. A TXT --value is the text itself (v=DKIM1; k=rsa; p=...): it goes to
+the API as zone-file rdata, quoted strings of at most 255 characters, as
+Terraform's dns_records module writes it. With --wait-nameserver it then
+asks that authoritative server until it answers the value (or, --absent,
+no record) too (Hetzner's servers publish what the API holds a moment
+later), within the same bound. Retries and their bounds are the floating-IP mover's
 (mailha.node.fipmover.BoundedRun): `locked`, `rate_limit_exceeded`,
 `conflict`, server errors, failed actions and timeouts are retried with
 backoff within --total-seconds; what no retry fixes (a wrong token, a zone
@@ -110,6 +116,11 @@ class ZoneSdk:
             raise
         return [record.value for record in rrset.records or ()]
 
+    def delete(self, zone, name, rrset_type):
+        rrset = self._rrset(zone=self._zone(id=self._zone_id, name=zone), name=name, type=rrset_type)
+        action = self.client.zones.delete_rrset(rrset).action
+        return action.id, action.status
+
     def set(self, zone, name, rrset_type, value):
         rrset = self._rrset(zone=self._zone(id=self._zone_id, name=zone), name=name, type=rrset_type)
         action = self.client.zones.set_rrset_records(rrset, [self._record(value=value)])
@@ -139,6 +150,8 @@ class Setter(fipmover.BoundedRun):
         self.changed = False
         s = settings
         self.record = f"{s['name']}.{s['zone']} {s['type']}"
+        # What the rrset must hold at the end: None (--absent) or the value.
+        self.wanted = None if s.get("absent") else [s["value"]]
 
     def read(self, sdk):
         s = self.settings
@@ -149,12 +162,18 @@ class Setter(fipmover.BoundedRun):
         )
 
     def attempt(self, sdk):
-        """One try: True when the rrset holds exactly the value at its end."""
+        """One try: True when the rrset holds exactly the value (or, with
+        --absent, is gone) at its end."""
         s = self.settings
         values = self.read(sdk)
-        if values == [s["value"]]:
+        if values == self.wanted:
             return True
-        if values is None:
+        if self.wanted is None:
+            label = f"DELETE zones/{s['zone']}/rrsets/{s['name']}/{s['type']}"
+            action_id, status = self.call(
+                label, lambda: sdk.delete(s["zone"], s["name"], s["type"]), lambda r: f"action {r[0]} {r[1]}"
+            )
+        elif values is None:
             label = f"POST zones/{s['zone']}/rrsets {s['name']} {s['type']} ttl={s['ttl']} {s['value']}"
             action_id, status = self.call(
                 label,
@@ -174,12 +193,12 @@ class Setter(fipmover.BoundedRun):
             detail = f"{error.get('code')}: {error.get('message')}" if error else "no detail"
             raise ActionFailed(f"action {action_id} ended in {status} ({detail})")
         self.changed = True
-        return self.read(sdk) == [s["value"]]
+        return self.read(sdk) == self.wanted
 
     def published(self, nameserver, resolve=None):
         """What `nameserver` answers for the record once it answers the
-        value or the bound is reached (Hetzner's servers publish what its
-        API holds a little later): the last answer's values."""
+        value (--absent: nothing) or the bound is reached (Hetzner's servers
+        publish what its API holds a little later): the last answer's values."""
         import dns.exception
         import dns.resolver
 
@@ -198,7 +217,7 @@ class Setter(fipmover.BoundedRun):
                 self.log(f"{nameserver}: {qname} {s['type']}: {type(err).__name__}")
             else:
                 self.log(f"{nameserver}: {qname} {s['type']} {' '.join(answer)}")
-            if answer == [s["value"]] or self.remaining() <= s["poll_interval"]:
+            if answer == (self.wanted or []) or self.remaining() <= s["poll_interval"]:
                 return answer
             self.sleep(s["poll_interval"])
 
@@ -207,7 +226,7 @@ class Setter(fipmover.BoundedRun):
         started = self.clock()
         self.deadline = started + self.settings["total_seconds"]
         s = self.settings
-        result = {"zone": s["zone"], "name": s["name"], "type": s["type"], "value": s["value"]}
+        result = {"zone": s["zone"], "name": s["name"], "type": s["type"], "value": s["value"], "absent": s["absent"]}
 
         def done(code, **extra):
             result.update(extra, calls=self.calls, seconds=round(self.clock() - started, 2), changed=self.changed)
@@ -226,12 +245,13 @@ class Setter(fipmover.BoundedRun):
                     if not s.get("nameserver"):
                         return done(EXIT_OK)
                     answer = self.published(s["nameserver"])
-                    if answer == [s["value"]]:
+                    if answer == (self.wanted or []):
                         return done(EXIT_OK)
                     shown = " ".join(answer) if answer else "nothing"
+                    holds = f"holds {s['value']}" if self.wanted else "holds no such rrset"
                     return done(
                         EXIT_GAVE_UP,
-                        error=f"the API holds {s['value']} but {s['nameserver']} still answers {shown}"
+                        error=f"the API {holds} but {s['nameserver']} still answers {shown}"
                         f" after {self.clock() - started:.1f} s",
                         hint="check that the server is authoritative for the zone (mailha_nameserver); "
                         "--total-seconds sets the bound",
@@ -246,7 +266,7 @@ class Setter(fipmover.BoundedRun):
                         zone=s["zone"],
                         name=s["name"],
                         type=s["type"],
-                        value=s["value"],
+                        value=s["value"] or "(absent)",
                         endpoint=s["endpoint"] or fipmover.DEFAULT_ENDPOINT,
                         cas=s["ca_file"] or "the system's CAs",
                     )
@@ -263,7 +283,19 @@ class Setter(fipmover.BoundedRun):
         )
 
 
+def txt_rdata(text):
+    """A TXT record's text as zone-file rdata: quoted strings of at most 255
+    characters (a 2048-bit DKIM key is longer), quotes and backslashes
+    escaped; as Terraform's dns_records module and dnspython write it."""
+    chunks = [text[start : start + 255] for start in range(0, max(len(text), 1), 255)]
+    return " ".join('"' + chunk.replace("\\", "\\\\").replace('"', '\\"') + '"' for chunk in chunks)
+
+
 def _value(rrset_type, text):
+    if rrset_type == "TXT":
+        if not text or not text.isprintable():
+            raise argparse.ArgumentTypeError("a TXT record's text must be printable and not empty")
+        return txt_rdata(text)
     if rrset_type in ("A", "AAAA"):
         try:
             address = ipaddress.ip_address(text)
@@ -293,8 +325,10 @@ def parse(argv):
     parser = _Parser(prog="python -m mailha.hcloud_dns", description=__doc__.split("\n\n")[0])
     parser.add_argument("--zone", required=True, help="the zone's name at Hetzner, e.g. example.com")
     parser.add_argument("--name", required=True, help="the rrset's name in the zone, e.g. relay ('@': the apex)")
-    parser.add_argument("--type", default="A", choices=("A", "AAAA"), help="record type (A)")
-    parser.add_argument("--value", required=True, help="the one value the rrset must hold")
+    parser.add_argument("--type", default="A", choices=("A", "AAAA", "TXT"), help="record type (A)")
+    wanted = parser.add_mutually_exclusive_group(required=True)
+    wanted.add_argument("--value", help="the one value the rrset must hold (TXT: the text, unquoted)")
+    wanted.add_argument("--absent", action="store_true", help="delete the rrset (nothing to do when it is not there)")
     parser.add_argument("--ttl", type=int, default=60, help="TTL of an rrset this creates (60)")
     parser.add_argument("--endpoint", default="", help="API endpoint (default: Hetzner's public API)")
     parser.add_argument("--ca-file", default="", help="PEM CA(s) the endpoint's certificate is checked against")
@@ -319,7 +353,7 @@ def parse(argv):
     if name.endswith("." + zone) or name == zone:
         raise Usage(f"--name {name} must be relative to the zone {zone} (e.g. relay, not relay.{zone})")
     try:
-        value = _value(options.type, options.value)
+        value = None if options.absent else _value(options.type, options.value)
     except argparse.ArgumentTypeError as err:
         raise Usage(f"--value: {err}") from None
     if options.wait_nameserver:
@@ -339,6 +373,7 @@ def parse(argv):
         "name": name,
         "type": options.type,
         "value": value,
+        "absent": options.absent,
         "ttl": options.ttl,
         "endpoint": options.endpoint,
         "ca_file": options.ca_file,
@@ -367,8 +402,11 @@ def main(argv=None, sdk_factory=ZoneSdk, environ=os.environ, stdout=None, stderr
     if options.output == "json":
         line = json.dumps(result)
     elif code == EXIT_OK:
-        what = "set to" if result["changed"] else "already holds"
-        line = f"{record} {what} {settings['value']} [{result['calls']} calls, {result['seconds']:.1f} s]"
+        if settings["absent"]:
+            what = "removed" if result["changed"] else "already absent"
+        else:
+            what = f"{'set to' if result['changed'] else 'already holds'} {settings['value']}"
+        line = f"{record} {what} [{result['calls']} calls, {result['seconds']:.1f} s]"
     else:
         line = f"{record}: {result['error']}; {result['hint']}"
     stdout.write(line.replace(token, "[token]") + "\n")

@@ -23,6 +23,7 @@ in the same JSON shapes:
   POST /v1/zones/{zone}/rrsets               {"name", "type", "ttl", "records"} -> 201 {"rrset", "action"}
   POST /v1/zones/{zone}/rrsets/{name}/{type}/actions/set_records  {"records": [{"value"}]} -> 201 {"action"}
   POST /v1/zones/{zone}/rrsets/{name}/{type}/actions/change_ttl   {"ttl": N} -> 201 {"action"}
+  DELETE /v1/zones/{zone}/rrsets/{name}/{type}                    -> 201 {"action"}
 
 A zone is named by its id or its name, as the real API allows; an rrset by
 its name relative to the zone ("@" for the apex, lower case) and its type.
@@ -39,7 +40,8 @@ The same for a zone: a change while another action on the zone runs is 423
 locked, and an rrset changes (or is created) when its action succeeds,
 `rrset_latency` after it was asked. A change to a secondary zone is 422
 incorrect_zone_mode; to an rrset with change protection, 423 protected; a
-create of an rrset that exists, 409 uniqueness_error.
+create of an rrset that exists, 409 uniqueness_error; a TXT value that is
+not quoted strings of at most 255 characters, 400 invalid_input.
 
 Faults for tests (FakeHcloud methods), each for the next N matching requests:
 fail() answers an error code, rate_limit() a 429 with its headers, delay()
@@ -130,6 +132,7 @@ ENDPOINTS = (
     "create_rrset",
     "set_rrset_records",
     "change_rrset_ttl",
+    "delete_rrset",
 )
 # The record types the API knows (hcloud.zones.domain.ZoneRRSetType).
 RRSET_TYPES = (
@@ -305,6 +308,9 @@ class FakeHcloud:
             "records": records,
             "zone": zone_id,
         }
+        self._count_records(zone_id)
+
+    def _count_records(self, zone_id):
         self.zones[zone_id]["record_count"] = sum(len(r["records"]) for r in self.rrsets[zone_id].values())
 
     # -- loading and saving ------------------------------------------------
@@ -534,6 +540,10 @@ class FakeHcloud:
 
         def apply():
             new_ttl, new_records = result()
+            if command == "delete_rrset":
+                self.rrsets[zone_id].pop((name, rrset_type), None)
+                self._count_records(zone_id)
+                return
             self._put_rrset(
                 zone_id, name, rrset_type, new_ttl, new_records, self.rrsets[zone_id].get((name, rrset_type))
             )
@@ -563,6 +573,11 @@ class FakeHcloud:
             return 404, _error("not_found", f"rrset {ids[1]}/{ids[2]} not found in zone {zone['name']}")
         if rrset["protection"]["change"]:
             return 423, _error("protected", f"rrset {rrset['id']} is protected against changes")
+        if endpoint == "delete_rrset":
+            if self._locked(("zone", zone_id)):
+                return 423, _error("locked", "zone is locked by a running action")
+            action = self._zone_change("delete_rrset", zone_id, rrset["name"], rrset["type"], None, [])
+            return 201, {"action": self._public(action)}
         if endpoint == "set_rrset_records":
             records, problem = _records(rrset["type"], body)
             if problem:
@@ -657,7 +672,7 @@ class FakeHcloud:
             return status, _error(fault.code, message), limit_headers
         if endpoint is None:
             return 404, _error("not_found", "no such endpoint in the fake"), limit_headers
-        if method == "POST" and kind == "read_only":
+        if method != "GET" and kind == "read_only":
             return 403, _error("token_readonly", DEFAULT_MESSAGES["token_readonly"]), limit_headers
         with self._lock:
             self._settle()
@@ -669,7 +684,7 @@ class FakeHcloud:
             if self.pricing is None:
                 return 404, _error("not_found", "the fake was given no price list")
             return 200, {"pricing": self.pricing}
-        if endpoint in ("get_zone", "get_rrset", "create_rrset", "set_rrset_records", "change_rrset_ttl"):
+        if endpoint in ("get_zone", "get_rrset", "create_rrset", "set_rrset_records", "change_rrset_ttl", "delete_rrset"):
             return self._zone_endpoint(endpoint, ids, body)
         number = int(ids[0])
         if endpoint == "get_action":
@@ -759,6 +774,12 @@ def _valid_ttl(ttl, allow_none=False):
     return isinstance(ttl, int) and not isinstance(ttl, bool) and 60 <= ttl <= 2147483647
 
 
+# A TXT value as the API takes it: quoted strings of at most 255 characters
+# (an escaped character counts once), separated by a space.
+_TXT_STRING = r'"(?:[^"\\]|\\.){0,255}"'
+_TXT_RDATA = re.compile(rf"{_TXT_STRING}(?: {_TXT_STRING})*")
+
+
 def _records(rrset_type, body):
     """(records, None) of a body's "records", or (None, what is wrong)."""
     records = body.get("records") if isinstance(body, dict) else None
@@ -776,6 +797,8 @@ def _records(rrset_type, body):
                 address = None
             if address is None or address.version != (4 if rrset_type == "A" else 6):
                 return None, f"invalid input in field 'records': {value!r} is no {rrset_type} record's value"
+        if rrset_type == "TXT" and not _TXT_RDATA.fullmatch(value):
+            return None, f"invalid input in field 'records': {value!r} is not one or more quoted strings of 255"
         checked.append({"value": value, "comment": record.get("comment")})
     return checked, None
 
@@ -791,6 +814,7 @@ _ROUTES = (
     ("POST", re.compile(r"/v1/zones/([^/]+)/rrsets"), "create_rrset"),
     ("POST", re.compile(r"/v1/zones/([^/]+)/rrsets/([^/]+)/([^/]+)/actions/set_records"), "set_rrset_records"),
     ("POST", re.compile(r"/v1/zones/([^/]+)/rrsets/([^/]+)/([^/]+)/actions/change_ttl"), "change_rrset_ttl"),
+    ("DELETE", re.compile(r"/v1/zones/([^/]+)/rrsets/([^/]+)/([^/]+)"), "delete_rrset"),
 )
 
 
@@ -865,6 +889,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         self._serve("POST")
+
+    def do_DELETE(self):
+        self._serve("DELETE")
 
     def log_message(self, format, *args):  # quiet: the request log is self.server.fake.requests
         pass

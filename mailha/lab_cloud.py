@@ -24,13 +24,14 @@ the assigned relay with gratuitous ARP, as the cloud's routing change
 would. A relay that is powered off is skipped; it comes back unfenced and
 without the address (keepalived starts it as BACKUP).
 
-The sending domain's zone is Hetzner's too: the fake serves it (one rrset,
-the active-relay record, as BIND answers it at `start`), the inventory says
-`mailha_dns_updates: hcloud`, so a switch changes the record through the
+The sending domain's zone is Hetzner's too: the fake serves it (the
+active-relay record and the DKIM selector's TXT, as BIND answers them at
+`start`), the inventory says `mailha_dns_updates: hcloud`, so a switch
+changes the record and an isolation rotates the DKIM selector through the
 API (mailha.hcloud_dns, with the fake's token file and CA), and the fake's
-other hook (`mirror`) copies every rrset it changes into the lab's BIND
-with an RFC 2136 update (TSIG: the environment's mailha-ddns key), as
-Hetzner's servers publish what its API was given.
+other hook (`mirror`) copies every rrset it changes or deletes into the
+lab's BIND with an RFC 2136 update (TSIG: the environment's zone key,
+mailha-zone), as Hetzner's servers publish what its API was given.
 
 `start` writes, under .lab/cloud/: the fake's token (also the relays' token
 file, <secrets>/hcloud-mover-token), a CA and the API's certificate for the
@@ -82,7 +83,9 @@ DEVICE = "eth0"
 HOOK_TIMEOUT = 30
 # The fake's zone id (any positive id does) and the record a switch changes.
 ZONE_ID = 31
-TSIG_KEY_NAME = "mailha-ddns"
+# The zone key (bind_update_key): Hetzner's servers publish every rrset its
+# API holds, the DKIM selector too, which the CLI's key may not change.
+TSIG_KEY_NAME = "mailha-zone"
 TSIG_ALGORITHM = "hmac-sha256"
 FENCE_TABLE = "mailha_cloud"
 # An assign must end well inside the mover's bound (hcloud_mover_total_seconds, 40 s).
@@ -416,8 +419,38 @@ def active_record(dns_settings: dict[str, Any], base: dict[str, Any]) -> str:
         return relays[sorted(relays)[0]]["mailha_address"]
 
 
+def dkim_rrset(dns_settings: dict[str, Any], base_path: Path, secrets_dir: Path) -> dict[str, Any] | None:
+    """The DKIM selector's TXT rrset as the lab's BIND answers it now (the
+    fake's zone holds it too, as Terraform publishes it at Hetzner, so an
+    isolation rotates it through the API), or None when BIND has none."""
+    import dns.exception
+    import dns.resolver
+
+    try:
+        group_vars = yaml.safe_load((base_path.parent / "group_vars" / "all" / "mailha.yml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    sender = str(group_vars.get("mailha_sender_domain", "")).rstrip(".")
+    zone = dns_settings["zone"].rstrip(".")
+    selector_file = secrets_dir / "dkim-selector"
+    selector = selector_file.read_text().strip() if selector_file.exists() else "mailha"
+    owner = f"{selector}._domainkey.{sender}"
+    if not sender or not owner.endswith("." + zone):
+        return None
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns_settings["nameserver"]]
+    resolver.lifetime = 5
+    try:
+        answer = resolver.resolve(owner, "TXT")
+    except dns.exception.DNSException:
+        return None
+    name = owner[: -len(zone) - 1]
+    return {"name": name, "type": "TXT", "ttl": answer.rrset.ttl, "records": [{"value": rr.to_text()} for rr in answer]}
+
+
 def mirror(dns_settings: dict[str, Any], zone: str, name: str, rrset_type: str, ttl: int, values: list[str]) -> None:
-    """Replace the rrset at the lab's BIND (RFC 2136, TSIG), as the fake has it now."""
+    """Replace the rrset at the lab's BIND (RFC 2136, TSIG), as the fake has
+    it now; no values: the rrset was deleted, and goes from BIND too."""
     import dns.exception
     import dns.query
     import dns.rcode
@@ -435,7 +468,10 @@ def mirror(dns_settings: dict[str, Any], zone: str, name: str, rrset_type: str, 
         dns_settings["zone"], keyring=keyring, keyname=dns_settings["key_name"], keyalgorithm=dns_settings["algorithm"]
     )
     owner = "@" if name == "@" else name
-    update.replace(owner, int(ttl), rrset_type, *values)
+    if values:
+        update.replace(owner, int(ttl), rrset_type, *values)
+    else:
+        update.delete(owner, rrset_type)
     try:
         response = dns.query.tcp(update, dns_settings["nameserver"], timeout=10)
     except (dns.exception.DNSException, OSError) as exc:
@@ -485,7 +521,8 @@ def start(base_path: Path, out_path: Path, latency: float, port: int) -> dict[st
             {
                 "id": ZONE_ID,
                 "name": settings["dns"]["zone"],
-                "rrsets": [{"name": ACTIVE_RECORD, "type": "A", "ttl": 60, "records": [{"value": record}]}],
+                "rrsets": [{"name": ACTIVE_RECORD, "type": "A", "ttl": 60, "records": [{"value": record}]}]
+                + [rrset for rrset in [dkim_rrset(settings["dns"], base_path, secrets_dir)] if rrset],
             }
         ],
     }
@@ -572,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     copy.add_argument("type")
     # An rrset without a TTL of its own (None) has the zone's (3600 at the fake).
     copy.add_argument("ttl", type=lambda text: 3600 if text == "None" else int(text))
-    copy.add_argument("values", nargs="+")
+    copy.add_argument("values", nargs="*")
     again = commands.add_parser("latency", help="restart the fake with another assign latency")
     again.add_argument("seconds", type=float)
     commands.add_parser("apply", help="put the address where the fake's state says")

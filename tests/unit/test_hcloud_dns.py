@@ -38,7 +38,8 @@ class Run:
         self.fake, self.environ = fake, environ
 
     def __call__(self, *args, value=NEW, name="relay", total=3):
-        argv = ["--zone", ZONE, "--name", name, "--value", value, "--endpoint", self.fake.endpoint]
+        argv = ["--zone", ZONE, "--name", name, *(["--value", value] if value is not None else [])]
+        argv += ["--endpoint", self.fake.endpoint]
         argv += ["--total-seconds", str(total), "--request-timeout", "0.5", "--poll-interval", "0.02"]
         argv += ["--backoff-initial", "0.05", "--backoff-max", "0.3", *args]
         out, err = io.StringIO(), io.StringIO()
@@ -185,8 +186,9 @@ def test_no_token_is_one_line(fake):
 
 
 class Nameserver:
-    """A UDP DNS server on loopback that answers the A record with the
-    values of `answers` in turn (the last one from then on)."""
+    """A UDP DNS server on loopback that answers the question with the
+    values of `answers` in turn (the last one from then on); None answers
+    NXDOMAIN."""
 
     def __init__(self, answers):
         import socket
@@ -204,6 +206,7 @@ class Nameserver:
     def serve(self):
         import dns.flags
         import dns.message
+        import dns.rcode
         import dns.rrset
 
         while self.running:
@@ -216,7 +219,11 @@ class Nameserver:
             self.asked += 1
             response = dns.message.make_response(query)
             response.flags |= dns.flags.AA
-            response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", value))
+            question = query.question[0]
+            if value is None:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            else:
+                response.answer.append(dns.rrset.from_text(question.name, 60, "IN", question.rdtype, value))
             self.sock.sendto(response.to_wire(), peer)
 
     def close(self):
@@ -251,3 +258,75 @@ def test_a_server_that_never_publishes_the_value_is_named(run, fake, nameserver)
     assert fake.rrset_of(ZONE, "relay", "A") == (60, [NEW])
     assert f"the API holds {NEW} but 127.0.0.1 still answers {OLD}" in run.out
     assert run.out.count("\n") == 1
+
+
+# -- TXT records and --absent (an isolation's DKIM rotation) ---------------
+
+DKIM_TEXT = "v=DKIM1; k=rsa; p=" + "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" * 9
+
+
+def test_a_txt_records_text_is_published_as_quoted_strings_of_255(run, fake):
+    name = "mailha-20261204._domainkey.news"
+    assert run("--type", "TXT", "--ttl", "300", value=DKIM_TEXT, name=name) == hcloud_dns.EXIT_OK
+    ttl, values = fake.rrset_of(ZONE, name, "TXT")
+    assert ttl == 300 and len(values) == 1
+    assert values[0].startswith('"v=DKIM1; ') and values[0].endswith('"')
+    strings = values[0][1:-1].split('" "')
+    assert len(strings) == 2 and len(strings[0]) == 255 and "".join(strings) == DKIM_TEXT
+    assert f"{name}.{ZONE} TXT set to " in run.out
+    # Again: the rrset holds it already, nothing is changed.
+    assert run("--type", "TXT", value=DKIM_TEXT, name=name) == hcloud_dns.EXIT_OK
+    assert "already holds" in run.out and len(fake.calls("create_rrset")) == 1
+
+
+def test_txt_rdata_escapes_quotes_and_backslashes():
+    assert hcloud_dns.txt_rdata('a "b" c\\') == '"a \\"b\\" c\\\\"'
+    assert hcloud_dns.txt_rdata("x" * 256) == f'"{"x" * 255}" "x"'
+
+
+def test_absent_deletes_the_rrset_and_then_finds_nothing_to_do(run, fake):
+    assert run("--absent", value=None) == hcloud_dns.EXIT_OK
+    assert fake.rrset_of(ZONE, "relay", "A") is None
+    assert run.out.startswith(f"relay.{ZONE} A removed [")
+    assert [r.status for r in fake.calls("delete_rrset")] == [201]
+    assert run("--absent", "-o", "json", value=None) == hcloud_dns.EXIT_OK
+    result = json.loads(run.out)
+    assert result["absent"] is True and result["changed"] is False and result["value"] is None
+    assert len(fake.calls("delete_rrset")) == 1
+
+
+def test_absent_waits_until_the_authoritative_server_has_no_record(run, fake, nameserver):
+    server = nameserver([OLD, None])
+    assert run("--absent", "--wait-nameserver", "127.0.0.1", "--wait-port", str(server.port), value=None) == 0
+    assert server.asked == 2 and "NXDOMAIN" in run.err
+
+
+def test_absent_names_a_server_that_still_answers(run, fake, nameserver):
+    server = nameserver([OLD])
+    code = run("--absent", "--wait-nameserver", "127.0.0.1", "--wait-port", str(server.port), value=None, total=1)
+    assert code == hcloud_dns.EXIT_GAVE_UP
+    assert f"the API holds no such rrset but 127.0.0.1 still answers {OLD}" in run.out
+
+
+def test_a_protected_rrset_is_not_deleted():
+    rrset = {"name": "relay", "type": "A", "ttl": 60, "records": [{"value": OLD}], "protection": {"change": True}}
+    with FakeHcloud(TOKEN, floating_ips=[], servers=[], zones=[{"id": 42, "name": ZONE, "rrsets": [rrset]}]) as fake:
+        run = Run(fake, {"HCLOUD_TOKEN": TOKEN})
+        assert run("--absent", value=None) == hcloud_dns.EXIT_REFUSED
+        assert "protected" in run.out and fake.rrset_of(ZONE, "relay", "A") == (60, [OLD])
+        assert fake.calls("delete_rrset")[0].status == 423
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--value", NEW, "--absent"], "not allowed with argument"),
+        ([], "one of the arguments --value --absent is required"),
+        (["--type", "TXT", "--value", "tab\there"], "printable"),
+    ],
+)
+def test_value_and_absent_are_one_of_two(fake, args, message):
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--zone", ZONE, "--name", "relay", "--endpoint", fake.endpoint, *args]
+    assert hcloud_dns.main(argv, environ={"HCLOUD_TOKEN": TOKEN}, stdout=out, stderr=err) == hcloud_dns.EXIT_USAGE
+    assert message in err.getvalue() and fake.calls() == []

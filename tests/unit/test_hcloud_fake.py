@@ -170,6 +170,43 @@ def test_an_unknown_fault_endpoint_is_refused(fake):
         fake.fail("delete_server", "locked")
 
 
+def test_an_rrset_is_deleted_by_an_action_and_txt_values_must_be_quoted():
+    rrsets = [{"name": "sel._domainkey", "type": "TXT", "ttl": 300, "records": [{"value": '"v=DKIM1; p=x"'}]}]
+    seen = []
+    with FakeHcloud(
+        TOKEN,
+        floating_ips=[],
+        servers=[],
+        zones=[{"id": 9, "name": "example.com", "rrsets": rrsets}],
+        readonly_token=READONLY_TOKEN,
+        rrset_latency=0.1,
+        on_rrset=lambda *args: seen.append(args),
+    ) as fake:
+        path = "/zones/example.com/rrsets/sel._domainkey/TXT"
+        status, document, _ = http(fake, "DELETE", path, token=READONLY_TOKEN)
+        assert (status, document["error"]["code"]) == (403, "token_readonly")
+        status, document, _ = http(fake, "DELETE", path)
+        assert status == 201 and document["action"]["command"] == "delete_rrset"
+        assert document["action"]["status"] == "running"
+        assert fake.rrset_of("example.com", "sel._domainkey", "TXT") is not None  # until the action ends
+        other = {"name": "a", "type": "TXT", "records": [{"value": '"a"'}]}
+        status, document, _ = http(fake, "POST", "/zones/9/rrsets", other)
+        assert (status, document["error"]["code"]) == (423, "locked")
+        time.sleep(0.2)
+        assert fake.rrset_of("example.com", "sel._domainkey", "TXT") is None
+        # The hook sees the deletion as an rrset with no values.
+        assert seen == [("example.com", "sel._domainkey", "TXT", 300, [])]
+        status, document, _ = http(fake, "DELETE", path)
+        assert (status, document["error"]["code"]) == (404, "not_found")
+        unquoted = {"name": "new", "type": "TXT", "records": [{"value": "v=spf1 -all"}]}
+        status, document, _ = http(fake, "POST", "/zones/9/rrsets", unquoted)
+        assert (status, document["error"]["code"]) == (400, "invalid_input")
+        too_long = {"name": "new", "type": "TXT", "records": [{"value": '"' + "x" * 256 + '"'}]}
+        assert http(fake, "POST", "/zones/9/rrsets", too_long)[0] == 400
+        split = {"name": "new", "type": "TXT", "records": [{"value": '"' + "x" * 255 + '" "x"'}]}
+        assert http(fake, "POST", "/zones/9/rrsets", split)[0] == 201
+
+
 # -- through the SDK --------------------------------------------------------
 
 

@@ -132,3 +132,50 @@ def test_an_unreadable_base_inventory_is_one_clear_line(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "cannot read the inventory" in err and "make provision" in err and err.count("\n") == 1
     assert not (tmp_path / "o.yml").exists()
+
+
+@pytest.fixture
+def sent_updates(tmp_path, monkeypatch):
+    """The RFC 2136 updates mirror() sends, answered NOERROR, and its settings."""
+    import dns.message
+    import dns.query
+
+    key = tmp_path / "tsig.key"
+    key.write_text("c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0\n")
+    sent = []
+
+    def tcp(update, where, timeout):
+        sent.append((update, where))
+        return dns.message.make_response(update)
+
+    monkeypatch.setattr(dns.query, "tcp", tcp)
+    settings = {
+        "zone": "mailha.test",
+        "nameserver": "10.213.0.53",
+        "key_name": lab_cloud.TSIG_KEY_NAME,
+        "algorithm": lab_cloud.TSIG_ALGORITHM,
+        "key_file": str(key),
+    }
+    return sent, settings
+
+
+def test_mirror_replaces_a_txt_rrset_and_deletes_one_with_no_values(sent_updates):
+    sent, settings = sent_updates
+    text = '"v=DKIM1; k=rsa; p=' + "A" * 200 + '" "BBBB"'
+    lab_cloud.mirror(settings, "mailha.test", "sel._domainkey.news", "TXT", 300, [text])
+    lab_cloud.mirror(settings, "mailha.test.", "old._domainkey.news", "TXT", 300, [])
+    (replace, where), (delete, _) = sent
+    assert where == "10.213.0.53" and lab_cloud.TSIG_KEY_NAME == "mailha-zone"
+    # A replace: delete the rrset, add the new one; the TXT strings as given.
+    changes = [(str(rrset.name), rrset.deleting, [rr.to_text() for rr in rrset]) for rrset in replace.update]
+    assert changes[-1] == ("sel._domainkey.news", None, [text])
+    assert [(str(rrset.name), rrset.rdtype.name, len(rrset)) for rrset in delete.update] == [
+        ("old._domainkey.news", "TXT", 0)
+    ]
+
+
+def test_mirror_refuses_another_zone(sent_updates):
+    sent, settings = sent_updates
+    with pytest.raises(MailhaError, match="is not the lab's"):
+        lab_cloud.mirror(settings, "example.com", "relay", "A", 60, ["10.0.0.1"])
+    assert sent == []
