@@ -134,6 +134,7 @@ ENDPOINTS = (
     "change_rrset_ttl",
     "delete_rrset",
 )
+ZONE_ENDPOINTS = ("get_zone", "get_rrset", "create_rrset", "set_rrset_records", "change_rrset_ttl", "delete_rrset")
 # The record types the API knows (hcloud.zones.domain.ZoneRRSetType).
 RRSET_TYPES = (
     "A",
@@ -684,7 +685,7 @@ class FakeHcloud:
             if self.pricing is None:
                 return 404, _error("not_found", "the fake was given no price list")
             return 200, {"pricing": self.pricing}
-        if endpoint in ("get_zone", "get_rrset", "create_rrset", "set_rrset_records", "change_rrset_ttl", "delete_rrset"):
+        if endpoint in ZONE_ENDPOINTS:
             return self._zone_endpoint(endpoint, ids, body)
         number = int(ids[0])
         if endpoint == "get_action":
