@@ -7,7 +7,10 @@ it as critical, a switch to it and a failback are refused, and its queue is
 released only by `mailha queue handover --node X --yes`.
 
 The mark is written before the playbook runs and kept if the run fails: a
-half-fenced relay is still a suspect.
+half-fenced relay is still a suspect. A run that ends well adds `finished`
+to it. Run again after a failed run, `mailha failover --isolate` resumes
+the unfinished isolation (the same suspect, even though the floating IP
+may have moved to its peer already) instead of fencing the active relay.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ PLAN = [
 ]
 
 
+def choose_suspect(current: dict[str, dict], holders: list[str], designated_primary: str) -> tuple[str, bool]:
+    """(the relay to isolate, whether this resumes an isolation a failed run
+    left unfinished). Without one: the relay holding the floating IP, else
+    the designated primary."""
+    unfinished = sorted(node for node, mark in current.items() if not mark.get("finished"))
+    if unfinished:
+        return unfinished[0], True
+    return (holders[0] if len(holders) == 1 else designated_primary), False
+
+
 def run_isolate(
     pair: Pair,
     reason: str,
@@ -53,9 +66,12 @@ def run_isolate(
     echo = echo or ((lambda _text: None) if as_json else click.echo)
     before = status_mod.gather(pair)
     echo(status_mod.render_table(before))
-    suspect = before.holders[0] if len(before.holders) == 1 else pair.designated_primary()
+    suspect, resuming = choose_suspect(marks(pair), before.holders, pair.designated_primary())
     target = pair.peer(suspect).name
-    refuse_if_isolated(pair, suspect, f"to isolate {suspect} again")
+    if resuming:
+        echo(f"Resuming the isolation of {suspect} that a run left unfinished ({marks(pair)[suspect].get('since')}).")
+    else:
+        refuse_if_isolated(pair, suspect, f"to isolate {suspect} again")
     refuse_if_isolated(pair, target, f"to isolate {suspect}: its peer would be the only relay left and")
     outcome = SwitchOutcome("failover", target, suspect, "isolate", dry_run, before=before.to_dict())
     playbook = project.playbook("isolate.yml")
@@ -82,12 +98,13 @@ def run_isolate(
 
     log = AuditLog(pair.state_dir)
     record = Record(command="failover", reason=reason, environment=pair.environment)
-    record.details = {"target": target, "source": suspect, "mode": "isolate", "isolated": suspect}
+    record.details = {"target": target, "source": suspect, "mode": "isolate", "isolated": suspect, "resumed": resuming}
     began = time.monotonic()
     with switch_lock(pair.state_dir, wait=wait_lock):
         current = marks(pair)
-        current[suspect] = {"since": now_iso(), "reason": reason, "operator": operator()}
-        write_marks(pair, current)
+        if not resuming:
+            current[suspect] = {"since": now_iso(), "reason": reason, "operator": operator()}
+            write_marks(pair, current)
         echo("Isolating:")
         result = run_playbook(playbook, pair.inventory_path, extravars, on_step=echo_step(echo))
     outcome.steps = record.steps = outcome.preconditions + result.steps
@@ -96,12 +113,16 @@ def run_isolate(
     if result.ok:
         outcome.result = record.result = "ok"
         pair.set_designated_primary(target)
+        current = marks(pair)
+        current[suspect]["finished"] = now_iso()
+        write_marks(pair, current)
     else:
         outcome.result = record.result = "failed"
         record.details["failure"] = result.failure
         outcome.message = (
             f"isolation of {suspect} stopped: {result.failure}. {suspect} stays marked ISOLATED; "
-            f"see 'mailha status', fix the cause and run 'mailha failover --isolate --yes' again"
+            f"see 'mailha status', fix the cause and run 'mailha failover --isolate --yes' again: it resumes "
+            f"the isolation of {suspect}"
         )
     return finish(
         pair, outcome, record, log, f"{suspect} isolated; {target} is active ({outcome.seconds:.1f}s)", as_json, echo

@@ -93,6 +93,9 @@ class _Progress:
         self.on_step = on_step
         self.on_retry = on_retry
         self.started: dict[str, float] = {}
+        # The task each name's start belongs to: a playbook that imports
+        # another (isolate.yml, switch.yml) can run two tasks of one name.
+        self.started_task: dict[str, str] = {}
         self.steps: dict[str, Step] = {}
         self.failure = ""
         self.unreachable: list[str] = []
@@ -105,7 +108,10 @@ class _Progress:
         name = (data.get("task") or "").strip()
         reported = name.startswith(REPORTED_PREFIXES)
         if kind == "playbook_on_task_start" and reported:
-            self.started.setdefault(name, time.monotonic())
+            task = str(data.get("task_uuid") or name)
+            if self.started_task.get(name) != task:
+                self.started_task[name] = task
+                self.started[name] = time.monotonic()
         elif kind == "runner_retry" and reported and self.on_retry:
             res = data.get("res", {}) or {}
             attempt, retries = res.get("attempts"), res.get("retries")
@@ -137,7 +143,8 @@ class _Progress:
             step = self.steps[name] = Step(name=name, result=result)
         elif result == "failed" or step.result == "skipped":
             step.result = result
-        step.seconds = round(time.monotonic() - self.started.get(name, time.monotonic()), 2)
+        now = time.monotonic()
+        step.seconds = round(now - self.started.get(name, now), 2)
         if result == "failed":
             step.detail = f"{host}: {_message(res)}"
         if self.on_step:

@@ -72,6 +72,21 @@ def test_marks_round_trip_and_a_damaged_file_is_an_error_not_nothing(pair):  # n
         fencing.marks(pair)
 
 
+def test_the_suspect_is_the_active_relay_unless_an_isolation_was_left_unfinished():
+    # Nothing isolated: the relay holding the floating IP, else the designated primary.
+    assert isolation.choose_suspect({}, ["mx2"], "mx1") == ("mx2", False)
+    assert isolation.choose_suspect({}, [], "mx1") == ("mx1", False)
+    assert isolation.choose_suspect({}, ["mx1", "mx2"], "mx1") == ("mx1", False)
+    # A run that stopped half-way left mx1 marked, and the floating IP may be
+    # on mx2 already: running again resumes mx1's isolation, not mx2's.
+    unfinished = {"mx1": {"since": "2026-12-04T03:00:06Z", "reason": "breach"}}
+    assert isolation.choose_suspect(unfinished, ["mx2"], "mx1") == ("mx1", True)
+    # A finished isolation is not resumed: the active relay is the suspect,
+    # and the isolated peer refuses it later (the only relay left).
+    finished = {"mx1": {"since": "2026-12-04T03:00:06Z", "finished": "2026-12-04T03:01:00Z"}}
+    assert isolation.choose_suspect(finished, ["mx2"], "mx1") == ("mx2", False)
+
+
 def test_a_switch_to_an_isolated_relay_is_refused(pair):  # noqa: F811
     fencing.write_marks(pair, {"mx1": {"since": "2026-12-01T00:00:00Z"}})
     with pytest.raises(MailhaError, match=r"mx1 is isolated as possibly compromised.*mailha unisolate mx1"):

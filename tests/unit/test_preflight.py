@@ -727,6 +727,18 @@ def test_runner_keeps_each_hosts_report_and_when_it_ran():
     assert (round(low, 3), round(high, 3)) == (-0.2, 0.15)
 
 
+def test_a_step_name_run_twice_is_timed_from_its_own_start(monkeypatch):
+    clock = iter([100.0, 100.5, 160.0, 160.2])
+    monkeypatch.setattr("mailha.runner.time.monotonic", lambda: next(clock))
+    seen = []
+    progress = _Progress(lambda step, host: seen.append((step.name, step.seconds)))
+    name = "Precondition: a Hetzner token for the DNS change"
+    for uuid in ("task-in-isolate", "task-in-switch"):
+        progress({"event": "playbook_on_task_start", "event_data": {"task": name, "task_uuid": uuid}})
+        progress({"event": "runner_on_ok", "event_data": {"task": name, "host": "localhost", "res": {}}})
+    assert seen == [(name, 0.5), (name, 0.2)]
+
+
 def test_relays_whose_facts_cannot_be_read_are_named(tmp_path, state, monkeypatch):
     pair = pair_mod.load(write_inventory(tmp_path, LAB_SETTINGS))
     monkeypatch.setattr(facts, "_agent_queues", lambda pair, timeout, names: {n: (None, "unreachable") for n in names})
