@@ -151,13 +151,19 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
     # A converge refuses the suspect until it is rebuilt; rebuilt, it is let back.
     unisolate = cli("unisolate", suspect, "--reason", "test")
     assert unisolate.returncode != 0 and "rebuild" in unisolate.stderr.lower()
+    rebuild_and_let_back(lab, cli, suspect, survivor)
+    assert lab.active() == suspect
+
+
+def rebuild_and_let_back(lab, cli, suspect: str, survivor: str, then: tuple[list[str], ...] = ()) -> None:
+    """Rebuild the suspect as a rented server is: a fresh host from the lab's
+    image (the cloud's part), configured with the inventory under test, and
+    the commands `then`; let it back and fail back to it."""
     env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
     subprocess.run(
         [str(REPO / "scripts" / "lab-podman.sh"), "host-remove", lab.container(suspect)], check=True, env=env
     )
-    # Rebuilt as a rented server is: a fresh host from the lab's image (the
-    # cloud's part), then configured with the inventory under test.
-    for step in (["make", "lab-hosts"], ["make", "converge", f"INVENTORY={INVENTORY}"]):
+    for step in (["make", "lab-hosts"], ["make", "converge", f"INVENTORY={INVENTORY}"], *then):
         provision = subprocess.run(step, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
         assert provision.returncode == 0, provision.stdout[-3000:] + provision.stderr[-2000:]
     unisolate = cli("unisolate", suspect, "--reason", "rebuilt from the image")
@@ -166,4 +172,3 @@ def test_isolate_fence_rotate_release_rebuild(lab, cli, on_primary):
     time.sleep(HOLD_DOWN)  # the rebuild took longer; this only guards a faster machine
     failback = cli("failback", "--yes", "--reason", "rebuilt")
     assert failback.returncode == 0, failback.stdout + failback.stderr
-    assert lab.active() == suspect

@@ -11,9 +11,6 @@ made it, but costs minutes.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import time
 
 import dns.resolver
 import pytest
@@ -21,9 +18,8 @@ import pytest
 from mailha import lab_cloud
 from mailha.traffic import Target
 from tests.integration.cloud.test_cloud_drills import assigned_to
-from tests.integration.labtools import INVENTORY, REPO, wait_for
-from tests.integration.test_cli_switch import HOLD_DOWN
-from tests.integration.test_isolate import selector_of
+from tests.integration.labtools import INVENTORY, REPO
+from tests.integration.test_isolate import rebuild_and_let_back, selector_of
 from tests.integration.test_lab_mail import dkim_verifies, send_one
 
 pytestmark = pytest.mark.lab
@@ -76,22 +72,8 @@ def test_isolation_rotates_dkim_through_hetzners_api_and_the_rebuilt_relay_comes
     assert selector_of(raw) == new_selector and dkim_verifies(lab, raw)
 
     # Rebuilt as a rented server is: a fresh host, converged with the cloud
-    # inventory, fenced as the API's assignment says; then let back.
-    env = dict(os.environ, PATH=f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}")
-    subprocess.run(
-        [str(REPO / "scripts" / "lab-podman.sh"), "host-remove", lab.container(suspect)], check=True, env=env
-    )
-    for step in (
-        ["make", "lab-hosts"],
-        ["make", "converge", f"INVENTORY={INVENTORY}"],
-        [str(REPO / ".venv" / "bin" / "python"), "-m", "mailha.lab_cloud", "apply"],
-    ):
-        done = subprocess.run(step, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    unisolate = cli("unisolate", suspect, "--reason", "rebuilt from the image")
-    assert unisolate.returncode == 0, unisolate.stdout + unisolate.stderr
-    wait_for(lambda: lab.active() == survivor, 30, what=f"{survivor} still active")
-    time.sleep(HOLD_DOWN)  # the rebuild took longer; this only guards a faster machine
-    failback = cli("failback", "--yes", "--reason", "rebuilt")
-    assert failback.returncode == 0, failback.stdout + failback.stderr
+    # inventory ...
+    # ... then fenced as the API's assignment says (mailha.lab_cloud apply).
+    fence = [str(REPO / ".venv" / "bin" / "python"), "-m", "mailha.lab_cloud", "apply"]
+    rebuild_and_let_back(lab, cli, suspect, survivor, then=(fence,))
     assert lab.active() == suspect == assigned_to(lab_cloud.load_settings())
