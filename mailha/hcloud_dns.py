@@ -116,13 +116,15 @@ class ZoneSdk:
             raise
         return [record.value for record in rrset.records or ()]
 
+    def _rrset_of(self, zone, name, rrset_type):
+        return self._rrset(zone=self._zone(id=self._zone_id, name=zone), name=name, type=rrset_type)
+
     def delete(self, zone, name, rrset_type):
-        rrset = self._rrset(zone=self._zone(id=self._zone_id, name=zone), name=name, type=rrset_type)
-        action = self.client.zones.delete_rrset(rrset).action
+        action = self.client.zones.delete_rrset(self._rrset_of(zone, name, rrset_type)).action
         return action.id, action.status
 
     def set(self, zone, name, rrset_type, value):
-        rrset = self._rrset(zone=self._zone(id=self._zone_id, name=zone), name=name, type=rrset_type)
+        rrset = self._rrset_of(zone, name, rrset_type)
         action = self.client.zones.set_rrset_records(rrset, [self._record(value=value)])
         return action.id, action.status
 
@@ -185,13 +187,7 @@ class Setter(fipmover.BoundedRun):
             action_id, status = self.call(
                 label, lambda: sdk.set(s["zone"], s["name"], s["type"], s["value"]), lambda r: f"action {r[0]} {r[1]}"
             )
-        error = None
-        while status == "running":
-            self.sleep(min(self.settings["poll_interval"], max(0.0, self.remaining())))
-            status, error = self.call(f"GET actions/{action_id}", lambda: sdk.action(action_id), lambda r: r[0])
-        if status != "success":
-            detail = f"{error.get('code')}: {error.get('message')}" if error else "no detail"
-            raise ActionFailed(f"action {action_id} ended in {status} ({detail})")
+        self.complete(sdk, action_id, status)
         self.changed = True
         return self.read(sdk) == self.wanted
 

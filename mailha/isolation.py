@@ -66,10 +66,11 @@ def run_isolate(
     echo = echo or ((lambda _text: None) if as_json else click.echo)
     before = status_mod.gather(pair)
     echo(status_mod.render_table(before))
-    suspect, resuming = choose_suspect(marks(pair), before.holders, pair.designated_primary())
+    isolated = marks(pair)
+    suspect, resuming = choose_suspect(isolated, before.holders, pair.designated_primary())
     target = pair.peer(suspect).name
     if resuming:
-        echo(f"Resuming the isolation of {suspect} that a run left unfinished ({marks(pair)[suspect].get('since')}).")
+        echo(f"Resuming the isolation of {suspect} that a run left unfinished ({isolated[suspect].get('since')}).")
     else:
         refuse_if_isolated(pair, suspect, f"to isolate {suspect} again")
     refuse_if_isolated(pair, target, f"to isolate {suspect}: its peer would be the only relay left and")

@@ -69,8 +69,9 @@ from typing import Any
 
 import yaml
 
-from mailha import project
-from mailha.errors import MailhaError
+from mailha import dns_records, project
+from mailha import pair as pair_mod
+from mailha.errors import BadInput, MailhaError
 from mailha.node import files
 
 STATE_DIR_NAME = ".lab/cloud"
@@ -419,23 +420,18 @@ def active_record(dns_settings: dict[str, Any], base: dict[str, Any]) -> str:
         return relays[sorted(relays)[0]]["mailha_address"]
 
 
-def dkim_rrset(dns_settings: dict[str, Any], base_path: Path, secrets_dir: Path) -> dict[str, Any] | None:
+def dkim_rrset(dns_settings: dict[str, Any], base_path: Path) -> dict[str, Any] | None:
     """The DKIM selector's TXT rrset as the lab's BIND answers it now (the
     fake's zone holds it too, as Terraform publishes it at Hetzner, so an
     isolation rotates it through the API), or None when BIND has none."""
     import dns.exception
     import dns.resolver
 
+    pair = pair_mod.load(base_path)
+    owner = f"{pair.dkim_selector()}._domainkey.{pair.settings['mailha_sender_domain']}"
     try:
-        group_vars = yaml.safe_load((base_path.parent / "group_vars" / "all" / "mailha.yml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    sender = str(group_vars.get("mailha_sender_domain", "")).rstrip(".")
-    zone = dns_settings["zone"].rstrip(".")
-    selector_file = secrets_dir / "dkim-selector"
-    selector = selector_file.read_text().strip() if selector_file.exists() else "mailha"
-    owner = f"{selector}._domainkey.{sender}"
-    if not sender or not owner.endswith("." + zone):
+        name = dns_records.relative_name(owner, dns_settings["zone"])
+    except BadInput:
         return None
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers = [dns_settings["nameserver"]]
@@ -444,7 +440,6 @@ def dkim_rrset(dns_settings: dict[str, Any], base_path: Path, secrets_dir: Path)
         answer = resolver.resolve(owner, "TXT")
     except dns.exception.DNSException:
         return None
-    name = owner[: -len(zone) - 1]
     return {"name": name, "type": "TXT", "ttl": answer.rrset.ttl, "records": [{"value": rr.to_text()} for rr in answer]}
 
 
@@ -522,7 +517,7 @@ def start(base_path: Path, out_path: Path, latency: float, port: int) -> dict[st
                 "id": ZONE_ID,
                 "name": settings["dns"]["zone"],
                 "rrsets": [{"name": ACTIVE_RECORD, "type": "A", "ttl": 60, "records": [{"value": record}]}]
-                + [rrset for rrset in [dkim_rrset(settings["dns"], base_path, secrets_dir)] if rrset],
+                + [rrset for rrset in [dkim_rrset(settings["dns"], base_path)] if rrset],
             }
         ],
     }

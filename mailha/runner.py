@@ -92,10 +92,9 @@ class _Progress:
     def __init__(self, on_step: Callable[[Step, str], None] | None, on_retry: RetryCallback | None = None):
         self.on_step = on_step
         self.on_retry = on_retry
-        self.started: dict[str, float] = {}
-        # The task each name's start belongs to: a playbook that imports
+        # {step name: (its task, when it started)}: a playbook that imports
         # another (isolate.yml, switch.yml) can run two tasks of one name.
-        self.started_task: dict[str, str] = {}
+        self.started: dict[str, tuple[str, float]] = {}
         self.steps: dict[str, Step] = {}
         self.failure = ""
         self.unreachable: list[str] = []
@@ -109,9 +108,8 @@ class _Progress:
         reported = name.startswith(REPORTED_PREFIXES)
         if kind == "playbook_on_task_start" and reported:
             task = str(data.get("task_uuid") or name)
-            if self.started_task.get(name) != task:
-                self.started_task[name] = task
-                self.started[name] = time.monotonic()
+            if self.started.get(name, ("", 0.0))[0] != task:
+                self.started[name] = (task, time.monotonic())
         elif kind == "runner_retry" and reported and self.on_retry:
             res = data.get("res", {}) or {}
             attempt, retries = res.get("attempts"), res.get("retries")
@@ -144,7 +142,7 @@ class _Progress:
         elif result == "failed" or step.result == "skipped":
             step.result = result
         now = time.monotonic()
-        step.seconds = round(now - self.started.get(name, now), 2)
+        step.seconds = round(now - self.started.get(name, ("", now))[1], 2)
         if result == "failed":
             step.detail = f"{host}: {_message(res)}"
         if self.on_step:

@@ -436,6 +436,7 @@ class BoundedRun:
         self.deadline = None
         self.calls = 0
         self.random = random.random
+        self.waiting_for = None
 
     # timing
 
@@ -476,6 +477,26 @@ class BoundedRun:
         self.sleep(delay)
         return True
 
+    # actions
+
+    def wait_for(self, sdk, action_id, status="running"):
+        """Poll a running action (sdk.action) until it ends: (status, error
+        dict or None). waiting_for names it meanwhile, for a give-up line."""
+        error = None
+        self.waiting_for = f"action {action_id} still running"
+        while status == "running":
+            self.sleep(min(self.settings["poll_interval"], max(0.0, self.remaining())))
+            status, error = self.call(f"GET actions/{action_id}", lambda: sdk.action(action_id), lambda r: r[0])
+        self.waiting_for = None
+        return status, error
+
+    def complete(self, sdk, action_id, status):
+        """Wait for an action this run started; ActionFailed unless it succeeded."""
+        status, error = self.wait_for(sdk, action_id, status)
+        if status != "success":
+            detail = f"{error.get('code')}: {error.get('message')}" if error else "no detail"
+            raise ActionFailed(f"action {action_id} ended in {status} ({detail})")
+
     # one call, one line
 
     def call(self, label, function, describe, quiet=lambda result: False):
@@ -512,7 +533,6 @@ class Mover(BoundedRun):
         # fip-assign and fip-check --settle: "on this server" counts only
         # once no action runs on the floating IP (settled_here).
         self.settle = False
-        self.waiting_for = None
         self._sdk_factory = sdk_factory
 
     def where(self, sdk):
@@ -524,16 +544,6 @@ class Mover(BoundedRun):
         # A timer's check that finds everything in place is routine: debug.
         routine = (lambda server: server == self.server and self.calls == 1) if self.routine else (lambda server: False)
         return self.call(f"GET floating_ips/{self.fip}", lambda: sdk.server_of(self.fip), describe, routine)
-
-    def wait_for(self, sdk, action_id, status="running"):
-        """Poll a running action until it ends: (status, error dict or None)."""
-        error = None
-        self.waiting_for = f"action {action_id} still running"
-        while status == "running":
-            self.sleep(min(self.settings["poll_interval"], max(0.0, self.remaining())))
-            status, error = self.call(f"GET actions/{action_id}", lambda: sdk.action(action_id), lambda r: r[0])
-        self.waiting_for = None
-        return status, error
 
     def settled_here(self, sdk):
         """True when the floating IP reads on this server and no action on it
@@ -560,10 +570,7 @@ class Mover(BoundedRun):
             lambda: sdk.assign(self.fip, self.server),
             lambda result: f"action {result[0]} {result[1]}",
         )
-        status, error = self.wait_for(sdk, action_id, status)
-        if status != "success":
-            detail = f"{error.get('code')}: {error.get('message')}" if error else "no detail"
-            raise ActionFailed(f"action {action_id} ended in {status} ({detail})")
+        self.complete(sdk, action_id, status)
         return self.where(sdk) == self.server
 
     def run(self, token):
